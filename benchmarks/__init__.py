@@ -1,0 +1,1 @@
+"""Named benchmark specs and performance benchmarks (results committed under benchmarks/results/)."""

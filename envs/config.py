@@ -1,0 +1,81 @@
+"""Config dataclasses of the envs commands (``vla doctor``, ``vla envs``, ``vla demos``).
+
+Light on purpose: no ManiSkill import, so ``vla --help`` is fast. Field docstrings are the ``--help`` text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from envs.layout import CAMERAS
+
+
+def parse_cameras(cameras: tuple[str, ...], field: str = "cameras") -> tuple[str, ...]:
+    """Normalise camera lists given as ``("head", "low")`` or ``("head,low",)``; validate the names.
+
+    Raises:
+        ValueError: an unknown or repeated camera name; the message lists the known names.
+    """
+    names = tuple(c.strip() for item in cameras for c in item.split(",") if c.strip())
+    unknown = [c for c in names if c not in CAMERAS]
+    if unknown:
+        raise ValueError(f"{field}: unknown camera(s) {unknown}; known: {','.join(CAMERAS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{field}: camera listed twice in {','.join(names)}")
+    return names
+
+
+@dataclasses.dataclass
+class DoctorConfig:
+    """Check that this machine can simulate and render the tasks."""
+
+    render_check: bool = True
+    """Create a task and render one camera frame (takes a few seconds)."""
+
+
+@dataclasses.dataclass
+class EnvsConfig:
+    """List the registered dual-arm tasks."""
+
+    json: bool = False
+    """Print machine-readable JSON instead of a table."""
+
+
+@dataclasses.dataclass
+class DemosConfig:
+    """Record successful scripted-expert episodes in the seed HDF5 layout."""
+
+    task: str
+    """Task name (see `vla envs`)."""
+    episodes: int
+    """Number of successful episodes to write (failed expert attempts are skipped and counted)."""
+    out: Path
+    """Output folder; receives episode_{i}.hdf5 and dataset.json. An existing folder is continued."""
+    image_size: int = 256
+    """Square image side in pixels for every recorded camera."""
+    cameras: tuple[str, ...] = CAMERAS
+    """Cameras to record, comma- or space-separated (head,left_wrist,right_wrist,low)."""
+    seed_start: int = 0
+    """Seed of the first attempt; attempt k uses seed_start + k."""
+    max_attempts: int | None = None
+    """Give up after this many attempts (default: 3 x episodes + 10)."""
+    instruction_split: str = "seen"
+    """Which instruction templates drive the recorded episode's `instruction` attribute (seen|unseen); both
+    template lists are always stored."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        self.cameras = parse_cameras(self.cameras)
+        self.out = Path(self.out)
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if not 16 <= self.image_size <= 1024:
+            raise ValueError(f"image_size must be in [16, 1024], got {self.image_size}")
+        if self.seed_start < 0:
+            raise ValueError(f"seed_start must be >= 0, got {self.seed_start}")
+        if self.max_attempts is not None and self.max_attempts < self.episodes:
+            raise ValueError(f"max_attempts ({self.max_attempts}) must be >= episodes ({self.episodes})")
+        if self.instruction_split not in ("seen", "unseen"):
+            raise ValueError(f"instruction_split must be 'seen' or 'unseen', got {self.instruction_split!r}")

@@ -1,0 +1,1 @@
+"""Rolling policies out across tasks and seeds: chunk execution, runner, results, videos, gallery."""

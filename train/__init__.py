@@ -1,0 +1,1 @@
+"""Fine-tuning the VLA on recorded dual-arm HDF5 episodes."""
