@@ -1,0 +1,77 @@
+"""What every dual-arm task shares: the four named cameras and the privileged-state hook.
+
+Every task is a ManiSkill ``BaseEnv`` with two ``panda_wristcam`` arms on ManiSkill's ``TableSceneBuilder`` (left
+arm = agent 0 at y = -0.75 m, right arm = agent 1 at y = +0.75 m). :class:`DualArmCamerasMixin` adds the scene
+cameras ``head`` and ``low``; the wrist cameras are the agents' own ``hand_camera`` sensors. All four are created
+at the same square size; the env wrapper renders only the ones it was asked for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from mani_skill.sensors.camera import CameraConfig
+from mani_skill.utils import sapien_utils
+
+HEAD_EYE, HEAD_TARGET, HEAD_FOV_DEG = (0.30, 0.0, 0.60), (-0.12, 0.0, 0.0), 75.0
+"""Head camera: above the table's front edge looking down at the shared workspace (m, m, degrees)."""
+LOW_EYE, LOW_TARGET, LOW_FOV_DEG = (0.50, 0.0, 0.22), (-0.10, 0.0, 0.10), 65.0
+"""Low camera: near table height in front of the workspace, looking across it."""
+CAMERA_NEAR, CAMERA_FAR = 0.01, 10.0
+
+SENSOR_UIDS: dict[str, str] = {
+    "head": "head",
+    "low": "low",
+    "left_wrist": "panda_wristcam-0-hand_camera",
+    "right_wrist": "panda_wristcam-1-hand_camera",
+}
+"""Camera name -> ManiSkill sensor uid (wrist uids follow ManiSkill's MultiAgent naming)."""
+
+
+class DualArmCamerasMixin:
+    """Mixin placed before a ManiSkill task class: adds ``head``/``low`` cameras and sizes every camera.
+
+    Extra constructor argument: ``image_size`` (int, px, default 256) -- the side of every camera image.
+    Subclasses must implement :meth:`privileged_state`.
+    """
+
+    def __init__(self, *args, image_size: int = 256, **kwargs):
+        self.image_size = int(image_size)
+        sensor_configs = dict(kwargs.pop("sensor_configs", None) or {})
+        sensor_configs.setdefault("width", self.image_size)
+        sensor_configs.setdefault("height", self.image_size)
+        super().__init__(*args, sensor_configs=sensor_configs, **kwargs)
+
+    @property
+    def _default_sensor_configs(self):
+        head = sapien_utils.look_at(list(HEAD_EYE), list(HEAD_TARGET))
+        low = sapien_utils.look_at(list(LOW_EYE), list(LOW_TARGET))
+        size = self.image_size
+        return [
+            CameraConfig("head", head, size, size, np.deg2rad(HEAD_FOV_DEG), CAMERA_NEAR, CAMERA_FAR),
+            CameraConfig("low", low, size, size, np.deg2rad(LOW_FOV_DEG), CAMERA_NEAR, CAMERA_FAR),
+        ]
+
+    @property
+    def left_agent(self):
+        """The left arm (agent 0, base at y = -0.75 m)."""
+        return self.agent.agents[0]
+
+    @property
+    def right_agent(self):
+        """The right arm (agent 1, base at y = +0.75 m)."""
+        return self.agent.agents[1]
+
+    def privileged_state(self) -> dict[str, torch.Tensor]:
+        """Simulator state the scripted expert plans from: name -> (B, ...) tensor (poses as [x,y,z,qw,qx,qy,qz])."""
+        raise NotImplementedError
+
+    def instruction_fields(self) -> list[dict[str, str]]:
+        """Per sub-env values for ``{placeholders}`` in instruction templates (default: none)."""
+        return [{} for _ in range(self.num_envs)]
+
+
+def yaw_of(quat_wxyz: torch.Tensor) -> torch.Tensor:
+    """Rotation about world z (rad) of quaternions (B, 4) in (w, x, y, z) order, for z-up objects."""
+    w, x, y, z = quat_wxyz.unbind(-1)
+    return torch.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
