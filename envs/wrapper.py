@@ -171,6 +171,11 @@ class DualArmEnv(gym.Wrapper):
             out.append(templates[int(rng.integers(len(templates)))].format(**fields[i]))
         return out
 
+    def instruction_variants(self, split: str) -> list[list[str]]:
+        """Every template of ``split`` ("seen" | "unseen") filled for each sub-env's current episode."""
+        templates = self.spec_.seen if split == "seen" else self.spec_.unseen
+        return [[t.format(**f) for t in templates] for f in self.env.unwrapped.instruction_fields()]
+
     def proprio(self) -> np.ndarray:
         """(B, 14) float32 measured TCP pose (world frame) + gripper opening of both arms."""
         u = self.env.unwrapped

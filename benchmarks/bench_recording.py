@@ -1,0 +1,90 @@
+"""Demo recording speed on this machine -> benchmarks/results/recording.json.
+
+    .venv/bin/python -m benchmarks.bench_recording [--task DualArmPlaceShoe-v1] [--episodes 1]
+
+Each configuration records real episodes with `vla demos` in a fresh subprocess (so renderer settings such as
+``LP_NUM_THREADS`` take effect) and reports seconds per episode and per step, and the file size. Rendering
+dominates on a CPU (Mesa lavapipe): the configurations compare camera counts, image sizes and lavapipe's thread
+count to find cheaper settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from envs.recording import package_versions
+
+RESULTS = Path(__file__).resolve().parent / "results" / "recording.json"
+
+CONFIGS = [
+    {"name": "4 cameras 256px (seed layout)", "cameras": "head,left_wrist,right_wrist,low", "size": 256, "env": {}},
+    {"name": "2 views 256px (head + left wrist)", "cameras": "head,left_wrist", "size": 256, "env": {}},
+    {"name": "2 views 128px", "cameras": "head,left_wrist", "size": 128, "env": {}},
+    {"name": "2 views 64px", "cameras": "head,left_wrist", "size": 64, "env": {}},
+    {"name": "2 views 128px, LP_NUM_THREADS=1", "cameras": "head,left_wrist", "size": 128, "env": {"LP_NUM_THREADS": "1"}},
+    {"name": "2 views 128px, LP_NUM_THREADS=4", "cameras": "head,left_wrist", "size": 128, "env": {"LP_NUM_THREADS": "4"}},
+    {"name": "1 view 128px (head)", "cameras": "head", "size": 128, "env": {}},
+]
+
+
+def run_config(cfg: dict, task: str, episodes: int) -> dict:
+    """Record ``episodes`` episodes with one configuration; return timings and sizes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "demos"
+        cmd = [sys.executable, "-m", "scripts.cli", "demos", "--task", task, "--episodes", str(episodes),
+               "--out", str(out), "--image-size", str(cfg["size"]), "--cameras", cfg["cameras"], "--no-progress"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env={**os.environ, **cfg["env"]}, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        manifest = json.loads((out / "dataset.json").read_text())
+        steps = sum(e["num_steps"] for e in manifest["episodes"])
+        size = sum(p.stat().st_size for p in out.glob("*.hdf5"))
+    return {
+        **{k: cfg[k] for k in ("name", "cameras", "size", "env")},
+        "command": " ".join(cmd[1:]),
+        "episodes": episodes, "steps": steps, "wall_s": wall,
+        "seconds_per_episode": wall / episodes, "ms_per_step": 1000 * wall / steps,
+        "mb_per_episode": size / episodes / 1e6,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="DualArmPlaceShoe-v1")
+    parser.add_argument("--episodes", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", nargs="*", help="run only configurations whose name contains one of these")
+    args = parser.parse_args(argv)
+    rows = []
+    for cfg in CONFIGS:
+        if args.only and not any(s in cfg["name"] for s in args.only):
+            continue
+        row = run_config(cfg, args.task, args.episodes)
+        rows.append(row)
+        print(f"{row['name']:40s} {row['seconds_per_episode']:7.1f} s/episode  {row['ms_per_step']:6.0f} ms/step  "
+              f"{row['mb_per_episode']:6.1f} MB/episode")
+    payload = {
+        "benchmark": f"`vla demos` recording speed, {args.task}, includes process start-up and HDF5 writing",
+        "command": "python -m benchmarks.bench_recording " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_at_end": os.getloadavg()},
+        "packages": package_versions(),
+        "configs": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

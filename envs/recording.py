@@ -1,0 +1,238 @@
+"""`vla demos`: record successful scripted-expert episodes in the seed HDF5 layout.
+
+Episode file ``episode_{i}.hdf5`` (T control steps at 20 Hz; row t is the observation *before* action t):
+
+========================  ==================  =======  ==================================================
+key                       shape               dtype    meaning
+========================  ==================  =======  ==================================================
+head_camera_image         (T, S, S, 3)        uint8    head camera RGB (only recorded cameras are present)
+left_wrist_image          (T, S, S, 3)        uint8    left wrist camera RGB
+right_wrist_image         (T, S, S, 3)        uint8    right wrist camera RGB
+low_cam_image             (T, S, S, 3)        uint8    low front camera RGB
+action                    (T, 14)             float64  absolute targets, per arm [x,y,z,roll,pitch,yaw,grip]
+relative_action           (T, 14)             float64  action[t+1] - action[t], last row repeated
+proprio                   (T, 14)             float64  measured TCP pose + gripper, same layout as action
+seen                      (n,)                str      seen instruction phrasings of this episode
+unseen                    (m,)                str      held-out phrasings of this episode
+========================  ==================  =======  ==================================================
+
+Attributes: task, seed, control_mode, action_layout (JSON list), action_frame, cameras (JSON list), image_size,
+control_freq (Hz), sim_freq (Hz), instruction (the phrasing the env showed), num_steps, package_versions (JSON),
+format_version, success, expert. Images are stored one frame per HDF5 chunk with LZF compression (lossless;
+reading one frame decompresses one chunk). Frames, actions and proprio follow ``envs.layout``.
+
+The folder also gets ``dataset.json``: task, cameras, image size, the episode list (file, seed, steps,
+instruction), attempts, failures and failed seeds. Every file is written to a temp name and renamed, so an
+interrupted run leaves only complete episodes; running the same command again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.config import DemosConfig
+from envs.layout import ACTION_FRAME, ACTION_LAYOUT, CAMERA_TO_HDF5_KEY, CONTROL_MODE
+
+FORMAT_VERSION = 1
+MANIFEST = "dataset.json"
+_EPISODE_RE = re.compile(r"^episode_(\d+)\.hdf5$")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape recorded data (simulator, renderer, numerics)."""
+    out = {}
+    for name in ("vla-harness", "mani-skill", "sapien", "gymnasium", "numpy", "h5py", "torch"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def relative_actions(action: np.ndarray) -> np.ndarray:
+    """(T, D) -> (T, D): ``action[t+1] - action[t]``, the last row repeated (RoboTwin export convention)."""
+    rel = np.empty_like(action)
+    rel[:-1] = action[1:] - action[:-1]
+    rel[-1] = rel[-2] if len(action) > 1 else 0.0
+    return rel
+
+
+def write_episode(path: Path, frames: dict[str, np.ndarray], action: np.ndarray, proprio: np.ndarray,
+                  seen: list[str], unseen: list[str], attrs: dict[str, Any]) -> None:
+    """Write one episode file atomically (``path.tmp`` then rename).
+
+    Args:
+        frames: camera name -> (T, S, S, 3) uint8.
+        action, proprio: (T, 14) float arrays.
+        seen, unseen: instruction phrasings.
+        attrs: scalar / str attributes (dicts and lists are stored as JSON strings).
+    """
+    import h5py
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for cam, imgs in frames.items():
+                f.create_dataset(CAMERA_TO_HDF5_KEY[cam], data=imgs, dtype=np.uint8,
+                                 chunks=(1, *imgs.shape[1:]), compression="lzf")
+            f.create_dataset("action", data=action.astype(np.float64))
+            f.create_dataset("relative_action", data=relative_actions(action.astype(np.float64)))
+            f.create_dataset("proprio", data=proprio.astype(np.float64))
+            f.create_dataset("seen", data=np.array(seen, dtype=object), dtype=h5py.string_dtype())
+            f.create_dataset("unseen", data=np.array(unseen, dtype=object), dtype=h5py.string_dtype())
+            for key, value in attrs.items():
+                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def load_or_start_manifest(cfg: DemosConfig) -> dict:
+    """Read ``dataset.json`` (reconciled with the episode files on disk) or start a new one.
+
+    Raises:
+        ValueError: the folder holds episodes of another task, camera set or image size.
+    """
+    import h5py
+
+    out = cfg.out
+    for stale in out.glob("*.tmp"):
+        stale.unlink()  # leftovers of an interrupted write: never complete
+    path = out / MANIFEST
+    fresh = {
+        "format_version": FORMAT_VERSION, "task": cfg.task, "cameras": list(cfg.cameras),
+        "image_size": cfg.image_size, "control_mode": CONTROL_MODE, "action_layout": list(ACTION_LAYOUT),
+        "episodes": [], "attempts": 0, "failures": 0, "failed_seeds": [], "next_seed": cfg.seed_start,
+        "created_at": _now(), "updated_at": _now(),
+    }
+    manifest = json.loads(path.read_text()) if path.exists() else fresh
+    for key in ("task", "cameras", "image_size"):
+        if manifest.get(key) != fresh[key]:
+            raise ValueError(
+                f"{path}: folder holds {key}={manifest.get(key)!r} but this run asks for {fresh[key]!r}; "
+                "use another --out or the same settings"
+            )
+    listed = {e["file"] for e in manifest["episodes"]}
+    for file in sorted(out.glob("episode_*.hdf5"), key=lambda p: int(_EPISODE_RE.match(p.name).group(1))):
+        if file.name not in listed:  # renamed into place, but the run died before updating the manifest
+            with h5py.File(file, "r") as f:
+                seed, steps, instr = int(f.attrs["seed"]), int(f.attrs["num_steps"]), str(f.attrs["instruction"])
+            manifest["episodes"].append({"file": file.name, "seed": seed, "num_steps": steps, "instruction": instr})
+            manifest["attempts"] += 1
+            manifest["next_seed"] = max(manifest["next_seed"], seed + 1)
+    manifest["next_seed"] = max(manifest["next_seed"], cfg.seed_start)
+    return manifest
+
+
+def run_expert_episode(env, expert, seed: int, record: bool) -> dict[str, Any]:
+    """Roll the expert out for one seeded episode on a single-env wrapper.
+
+    Returns a dict with ``success`` (bool, at the final step), ``steps``, ``success_once``, and when ``record``:
+    ``frames`` (cam -> (T, S, S, 3) uint8), ``action`` (T, 14), ``proprio`` (T, 14), ``instruction``,
+    ``seen`` / ``unseen`` phrasings.
+    """
+    obs, info = env.reset(seed=seed)
+    expert.reset()
+    frames = {c: [] for c in env.cameras}
+    actions, proprio = [], []
+    success_once = False
+    for _ in range(env.max_episode_steps):
+        single = {"privileged": {k: v[0] for k, v in obs["privileged"].items()}, "proprio": obs["proprio"][0]}
+        action = expert.act(single)
+        if record:
+            for c in env.cameras:
+                frames[c].append(obs["images"][c][0])
+            actions.append(action)
+            proprio.append(obs["proprio"][0])
+        obs, _, _, _, info = env.step(action)
+        success_once |= bool(info["success"][0])
+        if expert.done:
+            break
+    result = {"success": bool(info["success"][0]), "success_once": success_once, "steps": int(env.elapsed_steps[0])}
+    if record:
+        result.update(
+            frames={c: np.stack(v) for c, v in frames.items()}, action=np.stack(actions), proprio=np.stack(proprio),
+            instruction=obs["instruction"][0], seen=env.instruction_variants("seen")[0],
+            unseen=env.instruction_variants("unseen")[0],
+        )
+    return result
+
+
+def record_demos(cfg: DemosConfig) -> dict:
+    """Record ``cfg.episodes`` successful episodes into ``cfg.out`` (see the module docstring); returns the manifest.
+
+    Raises:
+        ValueError: unknown task, incompatible existing folder.
+        RuntimeError: ``max_attempts`` reached before enough successes (what was recorded stays valid).
+    """
+    from tqdm import tqdm
+
+    from envs.experts import make_expert
+    from envs.specs import get_task
+    from envs.wrapper import make_env
+
+    get_task(cfg.task)
+    expert = make_expert(cfg.task)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    manifest = load_or_start_manifest(cfg)
+    max_attempts = cfg.max_attempts or 3 * cfg.episodes + 10
+    env = make_env(cfg.task, cameras=cfg.cameras, image_size=cfg.image_size, instruction_split=cfg.instruction_split)
+    versions = package_versions()
+    bar = tqdm(total=cfg.episodes, initial=min(len(manifest["episodes"]), cfg.episodes), unit="episode",
+               desc=f"{cfg.task}", disable=not cfg.progress, dynamic_ncols=True)
+    try:
+        while len(manifest["episodes"]) < cfg.episodes:
+            if manifest["attempts"] >= max_attempts:
+                raise RuntimeError(
+                    f"{cfg.task}: {manifest['attempts']} attempts reached max_attempts={max_attempts} with "
+                    f"{len(manifest['episodes'])}/{cfg.episodes} successes; failed seeds {manifest['failed_seeds']}"
+                )
+            seed = manifest["next_seed"]
+            result = run_expert_episode(env, expert, seed, record=True)
+            manifest["attempts"] += 1
+            manifest["next_seed"] = seed + 1
+            if result["success"]:
+                index = len(manifest["episodes"])
+                name = f"episode_{index}.hdf5"
+                attrs = {
+                    "task": cfg.task, "seed": seed, "control_mode": CONTROL_MODE, "action_layout": list(ACTION_LAYOUT),
+                    "action_frame": ACTION_FRAME, "cameras": list(cfg.cameras), "image_size": cfg.image_size,
+                    "control_freq": int(env.unwrapped.control_freq), "sim_freq": int(env.unwrapped.sim_freq),
+                    "instruction": result["instruction"], "num_steps": result["steps"], "package_versions": versions,
+                    "format_version": FORMAT_VERSION, "success": True, "expert": type(expert).__name__,
+                }
+                write_episode(cfg.out / name, result["frames"], result["action"], result["proprio"],
+                              result["seen"], result["unseen"], attrs)
+                manifest["episodes"].append(
+                    {"file": name, "seed": seed, "num_steps": result["steps"], "instruction": result["instruction"]})
+                bar.update(1)
+            else:
+                manifest["failures"] += 1
+                manifest["failed_seeds"].append(seed)
+            manifest["updated_at"] = _now()
+            _write_json(cfg.out / MANIFEST, manifest)
+            bar.set_postfix(attempts=manifest["attempts"], failures=manifest["failures"], steps=result["steps"])
+    finally:
+        bar.close()
+        env.close()
+    _write_json(cfg.out / MANIFEST, manifest)
+    return manifest
