@@ -1,0 +1,115 @@
+"""Config dataclasses of the training data pipeline (``DataConfig``) and of ``vla data check``.
+
+Light on purpose: no torch or h5py import, so ``vla --help`` stays fast. Field docstrings are the ``--help`` text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from envs.config import parse_cameras
+from policies.normalization import NORM_MODES
+
+ACTION_KEYS = ("action", "relative_action")
+INSTRUCTION_SPLITS = ("seen", "unseen", "both")
+ActionKey = Literal["action", "relative_action"]
+InstructionSplit = Literal["seen", "unseen", "both"]
+NormMode = Literal["bounds_q99", "bounds", "normal"]
+
+
+def _check_common(cameras: tuple[str, ...], chunk_size: int, action_key: str, instructions: str,
+                  allow_no_cameras: bool) -> tuple[str, ...]:
+    """Validate the fields DataConfig and DataCheckConfig share; return the normalised camera tuple."""
+    cameras = parse_cameras(tuple(cameras))
+    if not cameras and not allow_no_cameras:
+        raise ValueError("cameras must name 1-4 cameras (head,left_wrist,right_wrist,low), got none")
+    if len(cameras) > 4:
+        raise ValueError(f"cameras must name 1-4 cameras, got {len(cameras)}: {cameras}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    if action_key not in ACTION_KEYS:
+        raise ValueError(f"action_key must be one of {list(ACTION_KEYS)}, got {action_key!r}")
+    if instructions not in INSTRUCTION_SPLITS:
+        raise ValueError(f"instructions must be one of {list(INSTRUCTION_SPLITS)}, got {instructions!r}")
+    return cameras
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Which episodes, cameras, actions and instructions a training run reads, and how they are normalized."""
+
+    data_dir: Path
+    """Folder of episode_{i}.hdf5 files (from `vla demos` or a RoboTwin-style export)."""
+    cameras: tuple[str, ...] = ("head", "left_wrist")
+    """1-4 cameras (head,left_wrist,right_wrist,low); their order is the model's view order."""
+    chunk_size: int = 8
+    """Actions per training target: rows t .. t+chunk_size-1 of the action key."""
+    action_key: ActionKey = "action"
+    """Which action dataset to learn: action (absolute targets) or relative_action (action[t+1] - action[t])."""
+    use_proprio: bool = False
+    """Feed the 14-D proprio of step t to the model (episodes must contain a `proprio` dataset)."""
+    instructions: InstructionSplit = "seen"
+    """Instruction pool sampled per sample: seen, unseen or both."""
+    pad_end: bool = False
+    """Also sample the last chunk_size-1 steps of each episode, padding the chunk with the last action and
+    marking the padded rows in `action_is_pad`. Off: T - chunk_size + 1 samples per episode."""
+    norm_mode: NormMode = "bounds_q99"
+    """Action/proprio normalization: bounds_q99 (q01/q99 -> [-1, 1]), bounds (min/max) or normal (mean/std)."""
+    normalize_grippers: bool = False
+    """Also normalize the two gripper dims (they are already in [-1, 1]; off by default as in OpenVLA-OFT)."""
+    unnorm_key: str | None = None
+    """Key of the statistics in dataset_statistics.json (default: the episodes' `task` attribute when they all
+    share one, else the data folder name)."""
+    val_fraction: float = 0.0
+    """Fraction of EPISODES held out for validation (whole episodes, chosen with `seed`); 0 = no validation."""
+    val_episodes: tuple[int, ...] = ()
+    """Explicit episode indices (the i of episode_{i}.hdf5) held out for validation; excludes val_fraction."""
+    seed: int = 0
+    """Seed of the train/val split and of the per-sample instruction choice."""
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.cameras = _check_common(self.cameras, self.chunk_size, self.action_key, self.instructions, False)
+        if self.norm_mode not in NORM_MODES:
+            raise ValueError(f"norm_mode must be one of {list(NORM_MODES)}, got {self.norm_mode!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        self.val_episodes = tuple(int(i) for i in self.val_episodes)
+        if self.val_episodes and self.val_fraction > 0:
+            raise ValueError(
+                f"give either val_fraction ({self.val_fraction}) or val_episodes ({self.val_episodes}), not both"
+            )
+        if len(set(self.val_episodes)) != len(self.val_episodes):
+            raise ValueError(f"val_episodes lists an episode twice: {self.val_episodes}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.unnorm_key is not None and not self.unnorm_key.strip():
+            raise ValueError(f"unnorm_key must be a non-empty string or None, got {self.unnorm_key!r}")
+
+
+@dataclasses.dataclass
+class DataCheckConfig:
+    """Validate an episode folder and print a summary (episodes, steps, cameras, action ranges, instructions)."""
+
+    data_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DIR")]
+    """Folder of episode_{i}.hdf5 files."""
+    cameras: tuple[str, ...] = ()
+    """Cameras that must be present (default: report the cameras every episode has; at least one)."""
+    chunk_size: int = 8
+    """Chunk size the data will be trained with (episodes shorter than this are errors unless --pad-end)."""
+    action_key: ActionKey = "action"
+    """Action dataset to check: action or relative_action."""
+    use_proprio: bool = False
+    """Require a valid `proprio` dataset in every episode."""
+    instructions: InstructionSplit = "both"
+    """Instruction split(s) that must exist: seen, unseen or both (= at least one of them)."""
+    pad_end: bool = False
+    """Count end-padded samples (T per episode) and allow episodes shorter than the chunk."""
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.cameras = _check_common(self.cameras, self.chunk_size, self.action_key, self.instructions, True)
