@@ -1,0 +1,155 @@
+"""Model, processor, optimizer and lr schedule of a training run (fresh or resumed).
+
+Fresh, no ``--base``: a byte-level BPE tokenizer is trained on EVERY instruction of the data folder (seen and
+unseen, train and val episodes, so unseen evaluation prompts tokenize well), the preset is sized to it
+(:func:`policies.openvla.tokenizer.config_for_tokenizer`) and the VLA is initialised randomly with the seed.
+Fresh, with ``--base``: ``from_openvla_checkpoint(base)``, then the fine-tune's chunk / cameras / proprio / head
+settings are applied by :func:`policies.openvla.run_checkpoint.adapt_base_model` (backbone, projector, LLM,
+tokenizer and image normalization kept; heads kept when their shapes fit, else new).
+Resumed: the architecture and tokenizer come from the checkpoint, then its weights are loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from policies.openvla.config import VLAConfig
+from policies.openvla.processor import VLAProcessor
+from policies.openvla.run_checkpoint import (ADAPTER_DIR, BASE_FILE, MODEL_FILE, backbone_state, build_model,
+                                             load_base_model, load_state_strict)
+from train.stats import PreparedData
+from train.train_config import TrainConfig
+
+
+def _model_fields(cfg: TrainConfig) -> dict[str, Any]:
+    """VLAConfig fields the TrainConfig sets (then ``model_overrides`` on top)."""
+    fields: dict[str, Any] = {
+        "cameras": cfg.cameras, "chunk_size": cfg.chunk_size, "proprio_dim": 14 if cfg.use_proprio else 0,
+        "norm_mode": cfg.norm_mode, "action_head": cfg.action_head, "token_decoding": cfg.token_decoding,
+        "use_film": cfg.use_film,
+    }
+    if cfg.image_size is not None:
+        fields["image_size"] = cfg.image_size
+    return {**fields, **cfg.model_overrides}
+
+
+def base_dtype(cfg: TrainConfig, mixed_precision: str) -> torch.dtype:
+    """Storage dtype of the frozen base weights: bfloat16 for LoRA on a --base under bf16 mixed precision (as
+    OpenVLA-OFT fine-tunes: 15 GB instead of 30 GB for 7B), else float32. Trainable tensors are always float32."""
+    if cfg.finetune == "lora" and cfg.base is not None and mixed_precision == "bf16":
+        return torch.bfloat16
+    return torch.float32
+
+
+def build_fresh_model(cfg: TrainConfig, prepared: PreparedData,
+                      dtype: torch.dtype = torch.float32) -> tuple[Any, VLAProcessor]:
+    """(VLA in train mode, processor) of a new run; the VLA's random weights depend only on ``cfg.seed``.
+
+    ``dtype`` applies to a ``--base`` model (see :func:`base_dtype`); a fresh tiny model is float32.
+
+    Raises:
+        ValueError: a model override or base incompatible with the settings (named field).
+    """
+    from policies.openvla.model import VLA
+
+    if cfg.base is not None:
+        model, processor, _ = load_base_model(cfg.base, dtype=dtype, overrides=_model_fields(cfg), seed=cfg.seed)
+        if processor.tokenizer is None:
+            raise ValueError(f"base: {cfg.base} has no tokenizer files (tokenizer.json / tokenizer.model)")
+        return model, processor
+    from policies.openvla.config import preset
+    from policies.openvla.tokenizer import config_for_tokenizer, train_instruction_tokenizer
+
+    sized = preset(cfg.preset, **_model_fields(cfg))
+    instructions = [s for e in prepared.summary.episodes for s in e.instruction_pool("both")]
+    tokenizer = train_instruction_tokenizer(instructions, n_action_bins=sized.n_action_bins)
+    config = config_for_tokenizer(sized, tokenizer)
+    torch.manual_seed(cfg.seed)
+    return VLA(config).train(), VLAProcessor(config, tokenizer)
+
+
+def build_resumed_model(cfg: TrainConfig, ckpt: Path, raw: dict[str, Any],
+                        dtype: torch.dtype = torch.float32) -> tuple[Any, VLAProcessor]:
+    """(plain VLA with the checkpoint's full or backbone weights, processor) from a run checkpoint.
+
+    LoRA weights and heads are loaded later by :func:`load_finetune_weights`, after :func:`wrap_for_finetune`.
+    """
+    config = VLAConfig.from_dict(raw["model"], where=f"{ckpt}/config.json model")
+    processor = VLAProcessor.from_pretrained(ckpt)
+    if raw["finetune"] == "full":
+        model = build_model(config)
+        load_state_strict(model, ckpt / MODEL_FILE)
+    elif (ckpt / BASE_FILE).is_file():
+        model = build_model(config)
+        load_state_strict(model, ckpt / BASE_FILE, keys=backbone_state(model))
+    else:
+        model, _, _ = load_base_model(cfg.base, config, dtype=dtype)
+    return model.train(), processor
+
+
+def wrap_for_finetune(cfg: TrainConfig, model: Any) -> Any:
+    """LoRA (peft) or full fine-tuning; with the l1 head the unused ``lm_head`` is frozen (no gradient reaches
+    it, which DDP would otherwise report as an unused parameter). Trainable tensors are made float32."""
+    if cfg.finetune == "lora":
+        from policies.openvla.lora import apply_lora
+
+        model = apply_lora(model, r=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
+    elif model.config.action_head == "l1":
+        model.language_model.lm_head.requires_grad_(False)
+    for param in model.parameters():  # master weights of everything trained stay float32 (bf16 autocast computes)
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
+
+
+def load_finetune_weights(model: Any, ckpt: Path, finetune: str) -> None:
+    """Load a LoRA checkpoint's adapter and heads into the wrapped model (full checkpoints: nothing to do)."""
+    if finetune != "lora":
+        return
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from policies.openvla.lora import load_heads
+
+    state = load_file(str(ckpt / ADAPTER_DIR / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(model, state)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise ValueError(f"{ckpt / ADAPTER_DIR}: adapter tensors that do not fit the model: {unexpected[:10]}")
+    load_heads(model, ckpt)
+
+
+def lr_lambda(schedule: str, steps: int, warmup: int, milestones: tuple[int, ...],
+              gamma: float) -> Callable[[int], float]:
+    """Multiplier of the peak lr for optimizer step k (0-based; ``LambdaLR.last_epoch`` = steps done).
+
+    Warmup: (k + 1) / warmup for k < warmup. Then multistep: gamma ** #(milestones <= k); cosine:
+    0.5 (1 + cos(pi (k - warmup) / (steps - warmup))); constant: 1.
+    """
+    def f(k: int) -> float:
+        if k < warmup:
+            return (k + 1) / warmup
+        if schedule == "multistep":
+            return gamma ** sum(1 for m in milestones if k >= m)
+        if schedule == "cosine":
+            progress = min(1.0, (k - warmup) / max(1, steps - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return f
+
+
+def make_optimizer(cfg: TrainConfig, model: Any, milestones: tuple[int, ...]):
+    """(AdamW over the trainable parameters in module order, LambdaLR, that parameter list)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.lr_schedule, cfg.steps, cfg.warmup_steps, milestones, cfg.lr_gamma))
+    return optimizer, scheduler, params

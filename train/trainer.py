@@ -1,0 +1,389 @@
+"""The training loop of ``vla train`` on accelerate: one process, or DDP under ``accelerate launch``.
+
+    vla train --data data/LiftBar --out runs/x --steps 2000                                      # one process
+    accelerate launch --multi_gpu --num_processes 2 -m scripts.cli train --data data/LiftBar --out runs/x  # DDP
+
+(``--multi_gpu`` selects accelerate's torchrun launcher; without CUDA each process runs on the CPU with the gloo
+backend. ``accelerate launch --cpu`` starts a single process.)
+
+Per optimizer step: ``grad_accum`` micro-batches (``accelerator.accumulate``), each read as uint8 frames by the
+DataLoader workers in the order of :mod:`train.sampler`, preprocessed + augmented in the main process with a
+generator seeded from (seed, rank, micro-batch index), forward under bf16 autocast when mixed precision is on,
+L1 (or token cross-entropy) on normalized actions; then clip, AdamW step, LambdaLR step. Every ``log_every``
+steps the metrics of :mod:`train.logging_utils` are logged; every ``val_every`` steps the fixed validation
+batches; every ``eval_every`` steps the optional evaluation hook; every ``save_every`` steps (and at the end) a
+checkpoint (:mod:`train.checkpointing`). ``--resume`` continues from ``RUN/checkpoints/last`` exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from policies.normalization import NormStats, save_dataset_statistics
+from train.checkpointing import (CHECKPOINTS_DIR, ResumeError, TrainingState, capture_rng, checkpoint_config,
+                                 find_resume_checkpoint, remove_stale_temporaries, write_checkpoint)
+from train.resume import check_same_data, restore_training_state, resume_source
+from train.train_config import MIN_GLOBAL_BATCH, TrainConfig
+
+PolicyParts = tuple[Any, Any, NormStats, dict]
+"""(model in eval mode, VLAProcessor, NormStats, checkpoint-style config dict) -- as ``load_checkpoint_model``."""
+EvaluateFn = Callable[[int, Callable[[], PolicyParts]], Mapping[str, float]]
+"""``evaluate(step, policy_factory) -> {metric: value}``, logged under ``eval/``; main process only."""
+METRIC_KEYS = ("loss", "curr_action_l1", "future_actions_l1")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns (on every process).
+
+    Attributes:
+        run_dir: the run folder. last_checkpoint: the newest checkpoint directory.
+        step: optimizer steps done. history: per optimizer step of this session, this process's mean ``loss``,
+            ``curr_action_l1``, ``future_actions_l1``, the ``lr`` used and the ``grad_norm`` before clipping.
+    """
+
+    run_dir: Path
+    last_checkpoint: Path | None
+    step: int
+    history: list[dict[str, float]]
+    is_main_process: bool = True
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything the loop needs (built by :func:`_setup`)."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    model: Any
+    processor: Any
+    optimizer: Any
+    scheduler: Any
+    params: list
+    prepared: Any
+    train_ds: Any
+    val_ds: Any
+    sampler: Any
+    data_info: dict
+    milestones: tuple[int, ...]
+    start_step: int
+    total_params: int
+    trainable_params: int
+
+
+def run_train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> int:
+    """``vla train``: train; 0, or 1 after printing a data / resume / checkpoint error to stderr."""
+    from policies.openvla.checkpoint import CheckpointError
+    from train.episodes import EpisodeDataError
+
+    try:
+        result = train(cfg, evaluate=evaluate)
+    except (EpisodeDataError, ResumeError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if result.is_main_process and result.last_checkpoint is not None:
+        print(f"trained to step {result.step}; last checkpoint: {result.last_checkpoint}", file=sys.stderr)
+    return 0
+
+
+def train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> TrainResult:
+    """Train (or resume) the run ``cfg.out`` to ``cfg.steps`` optimizer steps.
+
+    Nothing is written to ``cfg.out`` until the data, the model and (with ``--resume``) the checkpoint have
+    been checked.
+
+    Raises:
+        EpisodeDataError: invalid data. ResumeError: --resume without a checkpoint, with a config that changes the
+            run, or a run folder that already has checkpoints without --resume. ValueError: bad model settings.
+    """
+    from accelerate.utils import set_seed
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    ckpt, raw = resume_source(cfg)
+    accelerator = _make_accelerator(cfg)
+    set_seed(cfg.seed)
+    run = _setup(cfg, accelerator, ckpt, raw)
+    if evaluate is None and cfg.eval_every and accelerator.is_main_process:
+        warnings.warn("eval_every is set but no evaluation hook was given; in-loop evaluation is skipped",
+                      stacklevel=2)
+    return _loop(run, evaluate)
+
+
+# ---- setup --------------------------------------------------------------------------------------------------
+def _make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda:
+        raise ValueError("device='cuda' but torch sees no CUDA device")
+    use_cpu = cfg.device == "cpu" or not cuda
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if (not use_cpu and torch.cuda.is_bf16_supported()) else "no"
+    # accelerate keeps its state in process-wide singletons; a second train() in the same process (tests, notebooks,
+    # benchmarks) may use another precision. The PartialState (process group) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum, cpu=use_cpu,
+                       step_scheduler_with_optimizer=False)
+
+
+def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -> _Run:
+    from policies.openvla.lora import count_parameters
+    from train.dataset import EpisodeDataset
+    from train.model_setup import (base_dtype, build_fresh_model, build_resumed_model, load_finetune_weights,
+                                   make_optimizer, wrap_for_finetune)
+    from train.sampler import ResumableBatchSampler
+    from train.stats import prepare_data
+
+    dcfg = cfg.data_config()
+    prepared = prepare_data(dcfg)  # validates; writes nothing
+    dtype = base_dtype(cfg, str(accelerator.mixed_precision))
+    if ckpt is not None:
+        check_same_data(prepared, ckpt)
+        model, processor = build_resumed_model(cfg, ckpt, raw, dtype)
+    else:
+        model, processor = build_fresh_model(cfg, prepared, dtype)
+    model = wrap_for_finetune(cfg, model)
+    if ckpt is not None:
+        load_finetune_weights(model, ckpt, raw["finetune"])
+    trainable, total = count_parameters(model)
+    milestones = cfg.milestones()
+    if cfg.torch_compile:
+        (model.get_base_model() if hasattr(model, "get_base_model") else model).compile_submodules()
+    optimizer, scheduler, params = make_optimizer(cfg, model, milestones)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    train_ds = EpisodeDataset(dcfg, prepared.train_episodes, prepared.norm_stats)
+    val_ds = EpisodeDataset(dcfg, prepared.val_episodes, prepared.norm_stats) if prepared.val_episodes else None
+    sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, cfg.seed, accelerator.process_index,
+                                    accelerator.num_processes)
+    if accelerator.is_main_process:
+        _warn_small_batch(cfg, accelerator.num_processes)
+    start = 0
+    if ckpt is not None:
+        start = restore_training_state(ckpt, optimizer, scheduler, accelerator, len(train_ds), cfg)
+    data_info = {**_jsonable(dataclasses.asdict(dcfg)), "image_size": list(prepared.summary.image_size),
+                 "tasks": list(prepared.summary.tasks), "train_episodes": [e.index for e in prepared.train_episodes],
+                 "val_episodes_used": [e.index for e in prepared.val_episodes]}
+    if accelerator.is_main_process:
+        save_dataset_statistics(cfg.out / "dataset_statistics.json", {prepared.unnorm_key: prepared.norm_stats})
+        remove_stale_temporaries(cfg.out / CHECKPOINTS_DIR)
+    return _Run(cfg=cfg, accelerator=accelerator, model=model, processor=processor, optimizer=optimizer,
+                scheduler=scheduler, params=params, prepared=prepared, train_ds=train_ds, val_ds=val_ds,
+                sampler=sampler, data_info=data_info, milestones=milestones, start_step=start,
+                total_params=total, trainable_params=trainable)
+
+
+def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def _warn_small_batch(cfg: TrainConfig, processes: int) -> None:
+    global_batch = cfg.batch_size * cfg.grad_accum * processes
+    if global_batch < MIN_GLOBAL_BATCH:
+        warnings.warn(
+            f"WARNING: global batch {global_batch} (batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x "
+            f"{processes} process(es)) is below {MIN_GLOBAL_BATCH}: RoboTwin's OpenVLA-OFT port reports that such "
+            "runs collapse to replaying one trajectory whatever the policy sees; raise --grad-accum",
+            UserWarning, stacklevel=3)
+
+
+# ---- loop ---------------------------------------------------------------------------------------------------
+def _loop(run: _Run, evaluate: EvaluateFn | None) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    from train.logging_utils import RunLogger
+
+    cfg, acc = run.cfg, run.accelerator
+    main = acc.is_main_process
+    logger = RunLogger(cfg.out, enabled=main, wandb_project=cfg.wandb_project if cfg.wandb else None,
+                       config=cfg.to_dict(), start_step=run.start_step, run_name=cfg.out.name)
+    bar = tqdm(total=cfg.steps, initial=run.start_step, disable=not (main and cfg.progress), desc="train",
+               dynamic_ncols=True)
+    batches = _batches(run)
+    history: list[dict[str, float]] = []
+    window = {"time": 0.0, "wait": 0.0, "steps": 0}
+    last = find_resume_checkpoint(cfg.out)
+    try:
+        for step in range(run.start_step + 1, cfg.steps + 1):
+            record, elapsed, waited = _train_step(run, batches)
+            history.append(record)
+            window["time"] += elapsed
+            window["wait"] += waited
+            window["steps"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            final = step == cfg.steps
+            if step % cfg.log_every == 0 or final:
+                _log_train(run, logger, step, history[-window["steps"]:], window)
+                window = {"time": 0.0, "wait": 0.0, "steps": 0}
+            if run.val_ds is not None and (step % cfg.val_every == 0 or final):
+                logger.log(step, _validate(run))
+            if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or final):
+                _run_evaluate(run, evaluate, logger, step)
+            if step % cfg.save_every == 0 or final:
+                last = _save(run, step)
+    finally:
+        bar.close()
+        logger.close()
+        del batches
+        for dataset in (run.train_ds, run.val_ds):
+            if dataset is not None:
+                dataset.close()
+    return TrainResult(run_dir=cfg.out, last_checkpoint=last, step=max(run.start_step, cfg.steps), history=history,
+                       is_main_process=main)
+
+
+def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
+    from train.sampler import iterate_batches
+
+    cfg = run.cfg
+    pin = run.accelerator.device.type == "cuda"
+
+    def make_loader(dataset, batch_lists):
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batch_lists, num_workers=cfg.num_workers,
+                                           collate_fn=dataset.collate_fn, pin_memory=pin,
+                                           generator=torch.Generator())  # never draws from the global RNG
+
+    return iterate_batches(run.train_ds, run.sampler, run.start_step * cfg.grad_accum, make_loader)
+
+
+def model_inputs(batch: Mapping[str, Any], processor, train: bool, generator: torch.Generator | None,
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """VLA.forward kwargs from a collated batch: images + instructions through the processor (augmented when
+    ``train``), normalized actions, padding mask and proprio, all moved to ``device``."""
+    enc = processor(batch["images"], batch["instruction"], train=train, generator=generator)
+    inputs = {**enc, "actions": batch["actions"], "action_is_pad": batch["action_is_pad"]}
+    if "proprio" in batch:
+        inputs["proprio"] = batch["proprio"]
+    return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+
+
+def _train_step(run: _Run, batches) -> tuple[dict[str, float], float, float]:
+    """One optimizer step over grad_accum micro-batches; returns (record, wall time, time waiting for data)."""
+    from train.sampler import augmentation_generator
+
+    cfg, acc = run.cfg, run.accelerator
+    t0 = time.perf_counter()
+    waited = 0.0
+    sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64)
+    grad_norm = torch.tensor(float("nan"))
+    lr = run.optimizer.param_groups[0]["lr"]
+    for _ in range(cfg.grad_accum):
+        tw = time.perf_counter()
+        m, batch = next(batches)
+        waited += time.perf_counter() - tw
+        gen = augmentation_generator(cfg.seed, acc.process_index, m)
+        inputs = model_inputs(batch, run.processor, True, gen, acc.device)
+        with acc.accumulate(run.model):
+            out = run.model(**inputs)
+            acc.backward(out["loss"])
+            if acc.sync_gradients:
+                grad_norm = acc.clip_grad_norm_(run.params, cfg.max_grad_norm or float("inf"))
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        sums += torch.stack([out[k].detach().float() for k in METRIC_KEYS]).double().cpu()
+    run.scheduler.step()
+    values = (sums / cfg.grad_accum).tolist()
+    record = {**dict(zip(METRIC_KEYS, values)), "lr": float(lr), "grad_norm": float(grad_norm)}
+    return record, time.perf_counter() - t0, waited
+
+
+def _log_train(run: _Run, logger, step: int, records: list[dict[str, float]], window: dict) -> None:
+    acc, cfg = run.accelerator, run.cfg
+    keys = (*METRIC_KEYS, "grad_norm")
+    local = torch.tensor([[r[k] for k in keys] for r in records], dtype=torch.float64).mean(0)
+    mean = acc.reduce(local.to(acc.device), reduction="mean").cpu()
+    scalars = {f"train/{k}": float(v) for k, v in zip(keys, mean.tolist())}
+    samples = cfg.batch_size * cfg.grad_accum * acc.num_processes * window["steps"]
+    scalars["train/lr"] = records[-1]["lr"]
+    scalars["train/samples_per_s"] = samples / max(window["time"], 1e-9)
+    scalars["train/data_wait_frac"] = window["wait"] / max(window["time"], 1e-9)
+    logger.log(step, scalars)
+
+
+@torch.no_grad()
+def _validate(run: _Run) -> dict[str, float]:
+    """Mean val metrics over the fixed validation batches (all processes; sample-weighted)."""
+    from train.sampler import validation_batches
+
+    cfg, acc = run.cfg, run.accelerator
+    lists = validation_batches(len(run.val_ds), cfg.batch_size, cfg.val_batches, cfg.seed, acc.process_index,
+                               acc.num_processes)
+    sums = torch.zeros(len(METRIC_KEYS) + 1, dtype=torch.float64)
+    run.model.eval()
+    try:
+        if lists:
+            loader = torch.utils.data.DataLoader(run.val_ds, batch_sampler=lists, num_workers=0,
+                                                 collate_fn=run.val_ds.collate_fn)
+            for batch in loader:
+                out = run.model(**model_inputs(batch, run.processor, False, None, acc.device))
+                n = float(batch["actions"].shape[0])
+                sums += torch.tensor([float(out[k]) * n for k in METRIC_KEYS] + [n], dtype=torch.float64)
+    finally:
+        run.model.train()
+    total = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
+    return {f"val/{k}": float(total[i] / max(total[-1], 1.0)) for i, k in enumerate(METRIC_KEYS)}
+
+
+def _current_config(run: _Run, step: int) -> dict[str, Any]:
+    model = run.accelerator.unwrap_model(run.model)
+    vla = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return checkpoint_config(model_config=vla.config, cfg=run.cfg, data=run.data_info,
+                             unnorm_key=run.prepared.unnorm_key, finetune=run.cfg.finetune, step=step,
+                             trainable_params=run.trainable_params, total_params=run.total_params)
+
+
+def _run_evaluate(run: _Run, evaluate: EvaluateFn, logger, step: int) -> None:
+    acc = run.accelerator
+    if acc.is_main_process:
+        model = acc.unwrap_model(run.model)
+
+        def factory() -> PolicyParts:
+            return model.eval(), run.processor, run.prepared.norm_stats, _current_config(run, step)
+
+        try:
+            with acc.autocast():  # a bf16 base with float32 heads needs autocast, as in training
+                results = evaluate(step, factory)
+        finally:
+            run.model.train()
+        logger.log(step, {f"eval/{k}": float(v) for k, v in dict(results or {}).items()})
+    acc.wait_for_everyone()
+
+
+def _save(run: _Run, step: int) -> Path | None:
+    from accelerate.utils import gather_object
+
+    acc, cfg = run.accelerator, run.cfg
+    rngs = gather_object([capture_rng()])  # collective: every process takes part
+    target = None
+    if acc.is_main_process:
+        state = {
+            "step": step, "steps": cfg.steps, "micro_batch": step * cfg.grad_accum,
+            "epoch": run.sampler.position(step * cfg.grad_accum)[0],
+            "samples_seen": step * cfg.grad_accum * cfg.batch_size * acc.num_processes,
+            "world_size": acc.num_processes, "seed": cfg.seed, "num_train_samples": len(run.train_ds),
+            "batches_per_epoch": run.sampler.batches_per_epoch, "lr_milestones": list(run.milestones),
+            "python_rng": [r["python"] for r in rngs], "numpy_rng": [r["numpy"] for r in rngs],
+        }
+        rng = {"torch_cpu": torch.stack([r["torch_cpu"] for r in rngs])}
+        if all("cuda" in r for r in rngs):
+            rng["cuda"] = torch.stack([r["cuda"].cpu() for r in rngs])
+        training_state = TrainingState(optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                                       rng=rng, state=state)
+        config = _current_config(run, step)
+        target = write_checkpoint(cfg.out, step, model=acc.unwrap_model(run.model), processor=run.processor,
+                                  norm_stats={run.prepared.unnorm_key: run.prepared.norm_stats}, config=config,
+                                  training_state=training_state, keep_last=cfg.keep_last)
+    acc.wait_for_everyone()
+    return target if acc.is_main_process else find_resume_checkpoint(cfg.out)
