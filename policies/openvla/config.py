@@ -1,0 +1,351 @@
+"""Configuration of the OpenVLA-architecture VLA: vision towers, projector, Llama LLM, action head.
+
+Light on purpose (dataclasses only, no torch): the trainer's and the CLI's config dataclasses embed it, and its
+field docstrings are their ``--help`` text.
+
+Two presets (:func:`preset`):
+    * ``openvla-7b``: the real dimensions of openvla/openvla-7b (DINOv2 ViT-L/14 with 4 registers + SigLIP
+      So400m/14 at 224 px, fused GELU-MLP projector, Llama-2-7B with the 32064-token padded vocabulary) plus an
+      OFT-style L1 action head (8 x 14 chunk, 14-D proprio token, 2 views).
+    * ``tiny``: the same architecture sized to train on 2 CPU cores (128 px / patch 16, two ViTs of width 192 x 4
+      blocks of which 3 run, Llama hidden 256 x 4 layers with a 512-wide SwiGLU). Its vocabulary comes from
+      :func:`policies.openvla.tokenizer.config_for_tokenizer`. Sized for <= 20 ms per 8 x 14 chunk on 2 CPU cores
+      (benchmarks/bench_model.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from envs.layout import CAMERAS
+from policies.normalization import NORM_MODES
+
+VisionBackboneKind = Literal["dinosiglip", "dinov2", "siglip"]
+ProjectorKind = Literal["auto", "fused-gelu-mlp", "gelu-mlp"]
+ActionHeadKind = Literal["l1", "tokens"]
+TokenDecoding = Literal["autoregressive", "parallel"]
+AttnImplementation = Literal["sdpa", "eager"]
+
+
+def _positive(owner: str, **values: int | float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionSpec:
+    """Dimensions of one ViT featurizer (timm naming in the OpenVLA checkpoint, transformers modules here)."""
+
+    width: int
+    """Embedding dimension D of the ViT (DINOv2 ViT-L: 1024, SigLIP So400m: 1152)."""
+    depth: int
+    """Number of transformer blocks stored (24 / 27). Features are read after block ``depth - 2`` (the
+    second-to-last, as OpenVLA does); the last block and the final norm are kept only for checkpoint fidelity."""
+    heads: int
+    """Attention heads; must divide ``width``."""
+    mlp_dim: int
+    """Hidden size of each block's MLP (DINOv2: 4 x width, an integer ratio as transformers requires; SigLIP
+    So400m: 4304)."""
+    registers: int = 0
+    """Register tokens (DINOv2 with registers: 4; SigLIP: 0). Dropped from the features with the class token."""
+
+    def __post_init__(self) -> None:
+        _positive("VisionSpec", width=self.width, heads=self.heads, mlp_dim=self.mlp_dim)
+        if self.depth < 2:
+            raise ValueError(f"VisionSpec.depth must be >= 2 (features come from block depth-2), got {self.depth}")
+        if self.width % self.heads:
+            raise ValueError(f"VisionSpec.width {self.width} is not divisible by heads {self.heads}")
+        if self.registers < 0:
+            raise ValueError(f"VisionSpec.registers must be >= 0, got {self.registers}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMSpec:
+    """Dimensions of the Llama language model (transformers ``LlamaForCausalLM``)."""
+
+    hidden_size: int = 4096
+    """Model width D (Llama-2-7B: 4096)."""
+    num_layers: int = 32
+    """Decoder layers."""
+    num_heads: int = 32
+    """Attention heads; must divide ``hidden_size``."""
+    num_kv_heads: int = 32
+    """Key/value heads (grouped-query attention when < num_heads); must divide ``num_heads``."""
+    intermediate_size: int = 11008
+    """SwiGLU MLP hidden size."""
+    vocab_size: int = 32064
+    """Rows of the embedding and of the (untied) lm_head: the tokenizer size padded to a multiple of 64."""
+    max_position_embeddings: int = 2048
+    """Longest sequence (RoPE positions)."""
+    rms_norm_eps: float = 1e-6
+    """RMSNorm epsilon."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency."""
+    pad_token_id: int = 32000
+    """Padding id (OpenVLA: 32000, ``<PAD>``)."""
+    bos_token_id: int = 1
+    """Beginning-of-sequence id; the processor's prompts start with it and patches are inserted after it."""
+    eos_token_id: int = 2
+    """End-of-sequence id, used as OFT's STOP token after the action slots."""
+
+    def __post_init__(self) -> None:
+        _positive(
+            "LLMSpec", hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads, intermediate_size=self.intermediate_size, vocab_size=self.vocab_size,
+            max_position_embeddings=self.max_position_embeddings, rms_norm_eps=self.rms_norm_eps,
+            rope_theta=self.rope_theta,
+        )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"LLMSpec.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"LLMSpec.num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.vocab_size:
+                raise ValueError(f"LLMSpec.{name} must be in [0, vocab_size={self.vocab_size}), got {value}")
+
+
+DINOV2_VIT_L = VisionSpec(width=1024, depth=24, heads=16, mlp_dim=4096, registers=4)
+SIGLIP_SO400M = VisionSpec(width=1152, depth=27, heads=16, mlp_dim=4304, registers=0)
+LLAMA2_7B = LLMSpec()
+
+
+@dataclasses.dataclass(frozen=True)
+class VLAConfig:
+    """Everything that defines the VLA's architecture and its input conventions (saved as ``config.json``)."""
+
+    vision_backbone: VisionBackboneKind = "dinosiglip"
+    """Vision tower: ``dinosiglip`` (DINOv2 + SigLIP fused on the feature axis, OpenVLA), ``dinov2`` or ``siglip``."""
+    dino: VisionSpec = DINOV2_VIT_L
+    """DINOv2-with-registers featurizer dimensions (used by dinosiglip and dinov2)."""
+    siglip: VisionSpec = SIGLIP_SO400M
+    """SigLIP featurizer dimensions (used by dinosiglip and siglip)."""
+    image_size: int = 224
+    """Square input side (px) of every view after preprocessing."""
+    patch_size: int = 14
+    """ViT patch side (px); each view gives (image_size / patch_size)^2 tokens."""
+    projector: ProjectorKind = "auto"
+    """Vision-to-LLM projector: ``fused-gelu-mlp`` (fc1 V->4V, GELU, fc2 4V->D, GELU, fc3 D->D; OpenVLA's for
+    dinosiglip), ``gelu-mlp`` (fc1 V->D, GELU, fc2 D->D) or ``auto`` (fused for dinosiglip, else gelu-mlp)."""
+    llm: LLMSpec = LLAMA2_7B
+    """Llama dimensions and special token ids."""
+    action_head: ActionHeadKind = "l1"
+    """``l1``: OFT L1-regression MLP-ResNet head on parallel-decoded hidden states; ``tokens``: OpenVLA's
+    discretized action tokens predicted by the LLM's lm_head."""
+    token_decoding: TokenDecoding = "autoregressive"
+    """For the tokens head: ``autoregressive`` (original OpenVLA: causal, greedy, one token per action value) or
+    ``parallel`` (OFT: zeroed placeholder embeddings, bidirectional attention, one forward pass)."""
+    n_action_bins: int = 256
+    """Uniform bins on [-1, 1] for the tokens head (OpenVLA: 256)."""
+    action_token_end_id: int = 32000
+    """One past the highest action-token id: bin index d (1-based, ``np.digitize``) is token
+    ``action_token_end_id - d``, so the action tokens are the ``n_action_bins`` ids below it (Llama-2: 32000,
+    the last 256 ids of the base vocabulary). Set from the tokenizer for other vocabularies."""
+    empty_token_id: int | None = 29871
+    """Token appended to every prompt as OpenVLA's ``predict_action`` does (Llama-2 ``'▁'`` = 29871); None for
+    tokenizers without this quirk."""
+    chunk_size: int = 8
+    """H, actions per predicted chunk."""
+    action_dim: int = 14
+    """A, dimensions of one action (14 for the dual-arm layout)."""
+    proprio_dim: int = 14
+    """P, proprio input size; 0 = no proprio token. Otherwise one projected token follows the patches (OFT)."""
+    action_head_hidden: int | None = None
+    """Hidden width of the L1 head's MLP-ResNet (None: the LLM width, as OFT)."""
+    action_head_blocks: int = 2
+    """Residual blocks in the L1 head (OFT: 2)."""
+    use_film: bool = False
+    """FiLM: in each used ViT block, after the attention residual, x = x * (1 + gamma) + beta with gamma, beta
+    linear in the mean language embedding (OFT ``FiLMedVisionTransformerBlock``)."""
+    cameras: tuple[str, ...] = ("head", "left_wrist")
+    """Camera views in model order (1-4 names from envs.layout.CAMERAS); views concatenate on the token axis."""
+    image_aug: bool = True
+    """Train-time augmentation as OFT: random crop of 90 % area (square) resized back + color jitter."""
+    center_crop: bool = True
+    """Eval-time center crop of ``crop_scale`` area resized back (use when trained with ``image_aug``)."""
+    crop_scale: float = 0.9
+    """Area fraction kept by the train random crop and the eval center crop."""
+    norm_mode: str = "bounds_q99"
+    """Action/proprio normalization mode (policies.normalization.NORM_MODES); the model sees normalized values."""
+    attn_implementation: AttnImplementation = "sdpa"
+    """Attention kernel for every transformer (``sdpa`` or ``eager``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        _positive("VLAConfig", image_size=self.image_size, patch_size=self.patch_size, chunk_size=self.chunk_size,
+                  action_dim=self.action_dim, crop_scale=self.crop_scale)
+        self._check_choices()
+        if self.image_size % self.patch_size:
+            raise ValueError(f"VLAConfig.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.uses_dino and self.dino.mlp_dim % self.dino.width:
+            raise ValueError(f"VLAConfig.dino.mlp_dim {self.dino.mlp_dim} must be a multiple of width "
+                             f"{self.dino.width} (transformers' Dinov2 takes an integer mlp_ratio)")
+        if not 1 <= len(self.cameras) <= 4:
+            raise ValueError(f"VLAConfig.cameras must name 1-4 views, got {self.cameras}")
+        unknown = [c for c in self.cameras if c not in CAMERAS]
+        if unknown or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"VLAConfig.cameras {self.cameras}: unknown {unknown} or repeated; known: {CAMERAS}")
+        if self.proprio_dim < 0:
+            raise ValueError(f"VLAConfig.proprio_dim must be >= 0, got {self.proprio_dim}")
+        if self.crop_scale > 1:
+            raise ValueError(f"VLAConfig.crop_scale must be in (0, 1], got {self.crop_scale}")
+        if self.action_head_blocks < 0 or (self.action_head_hidden is not None and self.action_head_hidden <= 0):
+            raise ValueError(f"VLAConfig.action_head_blocks={self.action_head_blocks} / action_head_hidden="
+                             f"{self.action_head_hidden} must be >= 0 / > 0")
+        self._check_token_ids()
+        n_tokens = 1 + len(self.cameras) * self.num_patches_per_view + 64 + self.chunk_size * self.action_dim
+        if n_tokens > self.llm.max_position_embeddings:
+            raise ValueError(f"VLAConfig: sequence of ~{n_tokens} tokens exceeds llm.max_position_embeddings "
+                             f"{self.llm.max_position_embeddings}")
+
+    def _check_choices(self) -> None:
+        choices = {
+            "vision_backbone": ("dinosiglip", "dinov2", "siglip"), "projector": ("auto", "fused-gelu-mlp", "gelu-mlp"),
+            "action_head": ("l1", "tokens"), "token_decoding": ("autoregressive", "parallel"),
+            "norm_mode": NORM_MODES, "attn_implementation": ("sdpa", "eager"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"VLAConfig.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+
+    def _check_token_ids(self) -> None:
+        if self.n_action_bins < 2:
+            raise ValueError(f"VLAConfig.n_action_bins must be >= 2, got {self.n_action_bins}")
+        if not self.n_action_bins <= self.action_token_end_id <= self.llm.vocab_size:
+            raise ValueError(
+                f"VLAConfig.action_token_end_id {self.action_token_end_id} must lie in [n_action_bins="
+                f"{self.n_action_bins}, llm.vocab_size={self.llm.vocab_size}]")
+        if self.empty_token_id is not None and not 0 <= self.empty_token_id < self.llm.vocab_size:
+            raise ValueError(f"VLAConfig.empty_token_id {self.empty_token_id} outside the vocabulary "
+                             f"[0, {self.llm.vocab_size})")
+
+    # ---- derived quantities -------------------------------------------------------------------------------
+    @property
+    def uses_dino(self) -> bool:
+        """True when a DINOv2 featurizer is part of the vision tower."""
+        return self.vision_backbone in ("dinosiglip", "dinov2")
+
+    @property
+    def uses_siglip(self) -> bool:
+        """True when a SigLIP featurizer is part of the vision tower."""
+        return self.vision_backbone in ("dinosiglip", "siglip")
+
+    @property
+    def featurizers(self) -> tuple[tuple[str, str, VisionSpec], ...]:
+        """(module name, kind, spec) per featurizer in channel order: ``featurizer`` then ``fused_featurizer``."""
+        if self.vision_backbone == "dinosiglip":
+            return (("featurizer", "dinov2", self.dino), ("fused_featurizer", "siglip", self.siglip))
+        if self.vision_backbone == "dinov2":
+            return (("featurizer", "dinov2", self.dino),)
+        return (("featurizer", "siglip", self.siglip),)
+
+    @property
+    def vision_dim(self) -> int:
+        """Feature width of one patch token after fusion (OpenVLA 7B: 1024 + 1152 = 2176)."""
+        return sum(spec.width for _, _, spec in self.featurizers)
+
+    @property
+    def channels_per_view(self) -> int:
+        """Pixel channels per view: 3 per featurizer (each gets its own normalization), 6 for dinosiglip."""
+        return 3 * len(self.featurizers)
+
+    @property
+    def num_patches_per_view(self) -> int:
+        """Patch tokens per view: (image_size / patch_size)^2."""
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def projector_kind(self) -> str:
+        """The projector actually built (``auto`` resolved)."""
+        if self.projector != "auto":
+            return self.projector
+        return "fused-gelu-mlp" if self.vision_backbone == "dinosiglip" else "gelu-mlp"
+
+    @property
+    def head_hidden(self) -> int:
+        """Hidden width of the L1 head."""
+        return self.action_head_hidden or self.llm.hidden_size
+
+    @property
+    def n_action_slots(self) -> int:
+        """H * A: action slots after the prompt (one hidden state or token per action value)."""
+        return self.chunk_size * self.action_dim
+
+    # ---- serialization ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (nested specs as dicts, tuples as lists); :meth:`from_dict` inverts it exactly."""
+        out = dataclasses.asdict(self)
+        out["cameras"] = list(self.cameras)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "VLAConfig") -> "VLAConfig":
+        """Build from :meth:`to_dict` output (or a partial dict: absent fields keep their defaults).
+
+        Raises:
+            ValueError: unknown keys (listed, with ``where`` naming the source) or invalid values.
+        """
+        return _build(cls, data, where)
+
+    def replace(self, **overrides: Any) -> "VLAConfig":
+        """Copy with fields replaced; nested specs accept a dict of their fields (e.g. ``llm={"num_layers": 2}``)."""
+        merged = self.to_dict()
+        for key, value in overrides.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            elif dataclasses.is_dataclass(value):
+                merged[key] = dataclasses.asdict(value)
+            else:
+                merged[key] = value
+        return _build(type(self), merged, "VLAConfig override")
+
+
+_NESTED = {"dino": VisionSpec, "siglip": VisionSpec, "llm": LLMSpec}
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(names)}")
+    kwargs = dict(data)
+    for key, sub in _NESTED.items():
+        if cls is VLAConfig and isinstance(kwargs.get(key), Mapping):
+            kwargs[key] = _build(sub, kwargs[key], f"{where}.{key}")
+    if "cameras" in kwargs:
+        kwargs["cameras"] = tuple(kwargs["cameras"])
+    return cls(**kwargs)
+
+
+def pad_vocab(n_tokens: int, multiple: int = 64) -> int:
+    """Round a tokenizer size up to a multiple (OpenVLA pads 32001 -> 32064 with ``pad_to_multiple_of=64``)."""
+    return int(math.ceil(n_tokens / multiple) * multiple)
+
+
+TINY_VIT = VisionSpec(width=192, depth=4, heads=3, mlp_dim=768, registers=4)
+TINY_SIGLIP = VisionSpec(width=192, depth=4, heads=3, mlp_dim=768, registers=0)
+TINY_LLM = LLMSpec(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4, intermediate_size=512,
+                   vocab_size=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+PRESETS: dict[str, VLAConfig] = {
+    "openvla-7b": VLAConfig(),
+    "tiny": VLAConfig(dino=TINY_VIT, siglip=TINY_SIGLIP, image_size=128, patch_size=16, llm=TINY_LLM,
+                      action_token_end_id=1024, empty_token_id=None),
+}
+
+
+def preset(name: str, **overrides: Any) -> VLAConfig:
+    """A named configuration (``tiny`` or ``openvla-7b``) with any field overridden.
+
+    Nested specs take a dict of their own fields: ``preset("tiny", chunk_size=4, llm={"num_layers": 2})``.
+
+    Raises:
+        ValueError: unknown preset name (lists the known ones), unknown field or invalid value.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown VLA preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
