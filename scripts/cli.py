@@ -14,6 +14,11 @@ from tyro.conf import OmitArgPrefixes
 from tyro.extras import SubcommandApp
 
 from envs.config import DemosConfig, DoctorConfig, EnvsConfig
+from harness.config import BenchConfig
+from harness.review_config import CompareConfig, GalleryConfig
+from policies.openvla.check_config import CheckCheckpointConfig
+from train.config import DataCheckConfig
+from train.train_config import MergeLoraConfig, TrainConfig, has_config_flag, parse_train_args
 
 app = SubcommandApp()
 
@@ -43,8 +48,73 @@ def demos(cfg: OmitArgPrefixes[DemosConfig]) -> int:
     return 0
 
 
+data = SubcommandApp()
+
+
+@data.command(name="check")
+def data_check(cfg: OmitArgPrefixes[DataCheckConfig]) -> int:
+    """Validate an episode folder and print a summary (episodes, steps, cameras, action ranges, instructions)."""
+    from train.datacheck import run_data_check
+
+    return run_data_check(cfg)
+
+
+app.command(data, name="data", help="Inspect and validate recorded episode folders.")
+
+
+@app.command(name="check-checkpoint")
+def check_checkpoint(cfg: OmitArgPrefixes[CheckCheckpointConfig]) -> int:
+    """Load a checkpoint, run stored reference inputs, print max |diff| per output; non-zero beyond tolerance."""
+    from policies.openvla.check import run_check
+
+    return run_check(cfg)
+
+
+@app.command(name="bench")
+def bench(cfg: OmitArgPrefixes[BenchConfig]) -> int:
+    """Roll a policy out across tasks x seeds -> OUT/episodes.jsonl, results.json, videos/."""
+    from harness.bench import run_bench
+
+    return run_bench(cfg)
+
+
+@app.command(name="gallery")
+def gallery(cfg: OmitArgPrefixes[GalleryConfig]) -> int:
+    """Static HTML review page of a run (OUT/index.html), or of two runs side by side (OUT/compare.html)."""
+    from harness.gallery import run_gallery
+
+    return run_gallery(cfg)
+
+
+@app.command(name="compare")
+def compare(cfg: OmitArgPrefixes[CompareConfig]) -> int:
+    """Paired comparison of two runs on shared (task, seed): per-task difference and exact McNemar test."""
+    from harness.compare import run_compare
+
+    return run_compare(cfg)
+
+
+@app.command(name="train")
+def train(cfg: OmitArgPrefixes[TrainConfig]) -> int:
+    """Fine-tune a VLA (tiny | openvla-7b, LoRA or full) -> RUN/checkpoints/step_N; --config FILE.yaml, --resume."""
+    from train.trainer import run_train
+
+    return run_train(cfg)
+
+
+@app.command(name="merge-lora")
+def merge_lora(cfg: OmitArgPrefixes[MergeLoraConfig]) -> int:
+    """Merge a LoRA checkpoint's adapter into its base weights -> a finetune=full checkpoint directory."""
+    from train.checkpointing import run_merge_lora
+
+    return run_merge_lora(cfg)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``vla`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["train"] and has_config_flag(args[1:]):  # YAML supplies defaults, explicit flags win
+        sys.exit(int(train(parse_train_args(args[1:], prog="vla train")) or 0))
     code = app.cli(prog="vla", description="Train and benchmark VLA policies on dual-arm ManiSkill tasks.", args=argv)
     sys.exit(int(code or 0))
 

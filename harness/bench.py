@@ -1,0 +1,228 @@
+"""Body of ``vla bench``: resolve the benchmark, check the policy against every task BEFORE the first episode, run
+(or resume) the episodes, and write OUT/results.json.
+
+Files in OUT: ``episodes.jsonl`` and ``results.json`` (schema in ``harness.records``), ``videos/``, and
+``run_config.json`` (the settings that decide outcomes; a resumed run must match them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from envs.specs import get_task
+from harness.config import BenchConfig, parse_seeds
+from harness.records import (
+    EPISODES_FILE, RESULTS_FILE, SCHEMA_VERSION, RecordSink, aggregate, episode_key, read_records, repair_tail,
+    rewrite_records, write_json_atomic,
+)
+from harness.rollout import RunSettings
+from harness.runner import plan_items, run_items
+from policies.base import EnvMetadata, check_compatible, make_policy
+
+RUN_CONFIG_FILE = "run_config.json"
+_OUTCOME_FIELDS = ("policy", "max_episode_steps", "image_size", "end_on_success", "post_success_steps",
+                   "n_action_steps", "temporal_ensemble_coeff", "instruction_split", "num_envs", "sim_backend")
+"""Settings a resumed run must share with the run it continues (tasks, seeds, workers and videos may change)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedRun:
+    """A BenchConfig with the benchmark spec and the policy's metadata applied."""
+
+    seeds: dict[str, list[int]]
+    settings: RunSettings
+    outcome_config: dict[str, Any]
+
+
+def _load_factory(spec: str) -> Callable[..., Any]:
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"env_factory: cannot load {spec!r}: {err}") from err
+
+
+def resolve(cfg: BenchConfig, meta: Any, env_factory: Callable[..., Any] | None,
+            policy_factory: Callable[[], Any]) -> ResolvedRun:
+    """Tasks, seeds, horizons, cameras and image size of the run (CLI > policy metadata > benchmark spec)."""
+    spec = None
+    if cfg.benchmark is not None:
+        from benchmarks.registry import load_benchmark
+
+        spec = load_benchmark(cfg.benchmark)
+        tasks, seeds = spec.tasks, list(spec.seeds)
+        steps = dict(spec.max_episode_steps)
+    else:
+        tasks, seeds = cfg.tasks, parse_seeds(cfg.seeds)
+        steps = {t: get_task(t).max_episode_steps for t in tasks}
+    if cfg.max_episode_steps is not None:
+        steps = {t: cfg.max_episode_steps for t in tasks}
+    video_cams: tuple[str, ...] = ()
+    if cfg.video != "none":
+        video_cams = cfg.video_cameras or tuple(meta.cameras) or (spec.video_cameras if spec else ()) or ("head",)
+    cameras = tuple(meta.cameras) + tuple(c for c in video_cams if c not in meta.cameras)
+    image_size = cfg.image_size or (meta.image_size if meta.cameras and meta.image_size else None)
+    image_size = image_size or (spec.image_size if spec else 128)
+    if env_factory is None:
+        if cfg.env_factory is not None:
+            env_factory = _load_factory(cfg.env_factory)
+        else:
+            from envs.wrapper import make_env as env_factory
+    settings = RunSettings(
+        policy_factory=policy_factory, env_factory=env_factory, out=cfg.out, max_episode_steps=steps,
+        cameras=cameras, policy_cameras=tuple(meta.cameras), video_cameras=video_cams, image_size=int(image_size),
+        video=cfg.video, end_on_success=cfg.end_on_success, post_success_steps=cfg.post_success_steps,
+        n_action_steps=cfg.n_action_steps, temporal_ensemble_coeff=cfg.temporal_ensemble_coeff,
+        instruction_split=cfg.instruction_split, num_envs=cfg.num_envs, sim_backend=cfg.sim_backend,
+        render_backend=cfg.render_backend, episode_timeout=cfg.episode_timeout,
+    )
+    outcome = {
+        "policy": cfg.policy, "max_episode_steps": steps, "cameras": list(cameras), "image_size": int(image_size),
+        "end_on_success": cfg.end_on_success, "post_success_steps": cfg.post_success_steps,
+        "n_action_steps": cfg.n_action_steps, "temporal_ensemble_coeff": cfg.temporal_ensemble_coeff,
+        "instruction_split": cfg.instruction_split, "num_envs": cfg.num_envs, "sim_backend": cfg.sim_backend,
+        "video": cfg.video, "video_cameras": list(video_cams), "tasks": list(tasks), "seeds": seeds,
+    }
+    return ResolvedRun({t: list(seeds) for t in tasks}, settings, outcome)
+
+
+def check_before_run(meta: Any, run: ResolvedRun) -> None:
+    """Raise ``PolicyMismatchError`` when the policy does not fit any task of the run (before any episode), or
+    ValueError when ``num_envs > 1`` is asked for ManiSkill without CUDA."""
+    for task in run.seeds:
+        check_compatible(meta, EnvMetadata(task=task, cameras=run.settings.cameras, image_size=run.settings.image_size))
+    if run.settings.num_envs > 1 and getattr(run.settings.env_factory, "__module__", "") == "envs.wrapper":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"num_envs={run.settings.num_envs} needs ManiSkill's GPU simulator, but no CUDA device "
+                             f"is available; use --workers for CPU parallelism")
+
+
+def prepare_out(cfg: BenchConfig, run: ResolvedRun) -> list[dict]:
+    """Create OUT, check a resumed run's settings, and return the records already there (after --retry-errors)."""
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    episodes = out / EPISODES_FILE
+    previous = out / RUN_CONFIG_FILE
+    if episodes.exists() and not cfg.resume:
+        raise ValueError(f"{episodes} already exists: pass --resume to continue that run, or choose a new --out")
+    if cfg.resume and previous.exists():
+        old = json.loads(previous.read_text())
+        diff = [k for k in _OUTCOME_FIELDS if old.get(k) != run.outcome_config.get(k)]
+        if diff:
+            details = "; ".join(f"{k}: was {old.get(k)!r}, now {run.outcome_config.get(k)!r}" for k in diff)
+            raise ValueError(f"--resume: {previous} was written with other settings ({details})")
+    if cfg.resume and repair_tail(episodes):
+        print(f"note: cut a partial last line from {episodes} (that episode will run again)", file=sys.stderr)
+    records = read_records(episodes)
+    if cfg.retry_errors:
+        kept = [r for r in records if r["status"] == "ok"]
+        if len(kept) != len(records):
+            rewrite_records(episodes, kept)
+        records = kept
+    write_json_atomic(previous, run.outcome_config)
+    return records
+
+
+def _progress(cfg: BenchConfig, total: int, initial: int):
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="ep", desc="vla bench", file=sys.stderr)
+
+
+def _execute(cfg: BenchConfig, run: ResolvedRun, policy: Any, done: set) -> tuple[list[dict], float]:
+    sink = RecordSink(cfg.out / EPISODES_FILE, existing=done)
+    items = plan_items(run.seeds, run.settings.num_envs, done=done)
+    total = sum(len(s) for s in run.seeds.values())
+    bar = _progress(cfg, total, total - sum(len(s) for _, s in items))
+
+    def write(record: dict) -> None:
+        if sink.write(record) and bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"{record['task']} seed {record['seed']}: {record['status']}")
+
+    start = time.perf_counter()
+    try:
+        run_items(run.settings, items, write, workers=cfg.workers, policy=policy)
+    finally:
+        if bar is not None:
+            bar.close()
+    return sink.new_records, time.perf_counter() - start
+
+
+def _throughput(new: list[dict], wall: float, workers: int, out: Path) -> dict[str, Any]:
+    if not new:
+        old = out / RESULTS_FILE
+        if old.exists():
+            return json.loads(old.read_text()).get("throughput", {})
+        return {"episodes_per_hour": None, "wall_s": 0.0, "workers": workers, "episodes": 0}
+    return {"episodes_per_hour": round(len(new) / wall * 3600.0, 2), "wall_s": round(wall, 3), "workers": workers,
+            "episodes": len(new)}
+
+
+def build_results(cfg: BenchConfig, run: ResolvedRun, meta: Any, records: list[dict],
+                  throughput: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    """The results.json dict (schema in ``harness.records``); only records of the run's (task, seed) keys count."""
+    planned = {(t, s) for t, seeds in run.seeds.items() for s in seeds}
+    records = [r for r in records if episode_key(r) in planned]
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    config["resolved"] = run.outcome_config
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "policy": {"spec": cfg.policy, **json.loads(json.dumps(dataclasses.asdict(meta), default=str))},
+        "config": config,
+        "seeds": run.seeds,
+        **aggregate(records, list(run.seeds)),
+        "throughput": throughput,
+        "provenance": provenance,
+    }
+
+
+def run_bench(cfg: BenchConfig, env_factory: Callable[..., Any] | None = None,
+              policy_factory: Callable[[], Any] | None = None) -> int:
+    """Run ``vla bench``; returns the exit status (1 when ``--fail-under`` is not met, else 0).
+
+    ``env_factory`` / ``policy_factory`` (picklable, module-level) replace ``envs.wrapper.make_env`` and
+    ``make_policy(cfg.policy)`` -- tests inject fakes this way.
+
+    Raises:
+        PolicyMismatchError: the policy does not fit a task (before any episode runs).
+        ValueError: bad settings, an OUT that already holds a run (without --resume) or a resume with other
+            settings.
+    """
+    from harness.provenance import collect_provenance
+
+    policy_factory = policy_factory or functools.partial(make_policy, cfg.policy)
+    policy = policy_factory()
+    meta = policy.metadata
+    run = resolve(cfg, meta, env_factory, policy_factory)
+    check_before_run(meta, run)
+    done_records = prepare_out(cfg, run)
+    if cfg.workers > 1 or cfg.episode_timeout is not None:
+        policy = None  # workers build their own; free this one (a VLA can be large)
+    new, wall = _execute(cfg, run, policy, {episode_key(r) for r in done_records})
+    provenance = collect_provenance(cfg.policy, dict(meta.extra), cfg.sim_backend, cfg.render_backend)
+    results = build_results(cfg, run, meta, read_records(cfg.out / EPISODES_FILE),
+                            _throughput(new, wall, cfg.workers, cfg.out), provenance)
+    write_json_atomic(cfg.out / RESULTS_FILE, results)
+    from harness.summary import print_summary
+
+    print_summary(results, cfg.out)
+    rate = results["overall"]["success_rate"]
+    if cfg.fail_under is not None and (rate is None or rate < cfg.fail_under):
+        shown = "n/a (no ok episode)" if rate is None else f"{rate:.3f}"
+        print(f"FAIL: overall success rate {shown} is below --fail-under {cfg.fail_under}", file=sys.stderr)
+        return 1
+    return 0

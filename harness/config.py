@@ -1,0 +1,166 @@
+"""Config of ``vla bench`` (light: no numpy/torch/ManiSkill import, so ``vla --help`` stays fast).
+
+Field docstrings are the ``--help`` text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from envs.config import parse_cameras
+from envs.specs import TASKS, get_task
+
+VideoMode = Literal["all", "failures", "none"]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parse ``"A:B"`` (A <= seed < B), ``"3,7,9"`` or ``"5"`` into a sorted list of distinct seeds >= 0.
+
+    Raises:
+        ValueError: malformed text, an empty range, a negative or repeated seed.
+    """
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            a, b = (int(x) for x in text.split(":"))
+            if b <= a:
+                raise ValueError(f"seeds: empty range {text!r} (A:B means A <= seed < B)")
+            seeds = list(range(a, b))
+        else:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        if "seeds:" in str(err):
+            raise
+        raise ValueError(f"seeds: expected 'A:B', 'a,b,c' or one integer, got {text!r}") from err
+    if not seeds:
+        raise ValueError(f"seeds: no seed in {text!r}")
+    if min(seeds) < 0:
+        raise ValueError(f"seeds: must be >= 0, got {min(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: {text!r} lists a seed twice")
+    return sorted(seeds)
+
+
+def parse_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """Normalise ``("a,b",)`` / ``("a", "b")`` / ``("all",)`` into validated task names (``vla envs`` lists them).
+
+    Raises:
+        ValueError: an unknown task (with the closest known name) or a repeated one.
+    """
+    names = tuple(t.strip() for item in tasks for t in item.split(",") if t.strip())
+    if names == ("all",):
+        return tuple(TASKS)
+    for name in names:
+        get_task(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"tasks: a task is listed twice in {','.join(names)}")
+    return names
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """Roll a policy out on tasks x seeds and write OUT/episodes.jsonl, OUT/results.json and OUT/videos/.
+
+    Every episode starts with env.reset(seed=s); its identity is (task, seed). An episode ends at the task's
+    max_episode_steps, or -- with --end-on-success (default) -- post_success_steps steps after its first success.
+    success_once = success at any step (the headline success rate), success_at_end = success at the last step.
+    Episodes whose env or policy raised are status `error`, those over --episode-timeout `timeout`: neither is
+    a failure, both are excluded from success rates and reported separately.
+    """
+
+    policy: str
+    """Policy spec: scripted | random | replay:DIR | checkpoint:PATH (any name registered in policies)."""
+    out: Path
+    """Output folder (episodes.jsonl, results.json, videos/)."""
+    benchmark: str | None = None
+    """Named benchmark spec (benchmarks/specs/NAME.yaml: smoke, dual-arm-v1); or give --tasks and --seeds."""
+    tasks: tuple[str, ...] = ()
+    """Tasks (comma- or space-separated, or `all`) when no --benchmark is given."""
+    seeds: str | None = None
+    """Seeds when no --benchmark is given: A:B (A <= seed < B), a,b,c, or one integer."""
+    workers: int = 1
+    """Episodes run in this many separate processes, each with its own env and policy (results do not depend
+    on it)."""
+    resume: bool = False
+    """Continue an interrupted run in OUT: finished (task, seed) episodes are kept and skipped."""
+    retry_errors: bool = False
+    """With --resume: run episodes recorded as error/timeout again (their old records are replaced)."""
+    fail_under: float | None = None
+    """Exit with status 1 when the overall success rate (fraction in [0, 1]) is below this (for CI)."""
+    max_episode_steps: int | None = None
+    """Override every task's episode length limit (control steps at 20 Hz)."""
+    end_on_success: bool = True
+    """End an episode post_success_steps steps after its first success (saves time; success_at_end is then
+    measured at that step)."""
+    post_success_steps: int = 10
+    """Steps run after the first success before ending the episode (with --end-on-success)."""
+    n_action_steps: int | None = None
+    """Actions executed open-loop per policy call (k of the chunk's H; default: the whole chunk)."""
+    temporal_ensemble_coeff: float | None = None
+    """Enable ACT temporal ensembling with weights exp(-m * i), oldest prediction first (ACT uses 0.01);
+    queries the policy every step."""
+    video: VideoMode = "all"
+    """Write one mp4 per episode: all, failures (failed and errored episodes only) or none."""
+    video_cameras: tuple[str, ...] = ()
+    """Cameras tiled in the videos (default: the policy's cameras, else the benchmark's, else head)."""
+    image_size: int | None = None
+    """Rendered image side in px (default: the policy's image size, else the benchmark's, else 128)."""
+    instruction_split: Literal["seen", "unseen"] = "seen"
+    """Instruction templates: seen (training) or unseen (held-out paraphrases)."""
+    episode_timeout: float | None = None
+    """Wall-clock limit per episode in seconds (a hung simulator or policy): the worker process is killed and
+    the episode recorded as `timeout`. Setting it runs episodes in worker processes even with --workers 1."""
+    num_envs: int = 1
+    """Sub-environments per process (> 1: ManiSkill GPU simulation with batched inference; needs CUDA)."""
+    sim_backend: str = "auto"
+    """ManiSkill simulation backend (auto, physx_cpu, physx_cuda)."""
+    render_backend: str = "gpu"
+    """ManiSkill render backend (gpu falls back to the CPU rasterizer, lavapipe, without CUDA)."""
+    env_factory: str | None = None
+    """Advanced: `module:function` building the env, with make_env's signature (default envs.wrapper.make_env)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.tasks = parse_tasks(tuple(self.tasks))
+        self.video_cameras = parse_cameras(tuple(self.video_cameras), "video_cameras")
+        if self.benchmark is None and not (self.tasks and self.seeds is not None):
+            raise ValueError("give --benchmark NAME, or both --tasks and --seeds")
+        if self.benchmark is not None and (self.tasks or self.seeds is not None):
+            raise ValueError(f"--benchmark {self.benchmark!r} fixes tasks and seeds: drop --tasks/--seeds")
+        if self.seeds is not None:
+            parse_seeds(self.seeds)
+        if self.benchmark is not None:
+            from benchmarks.registry import load_benchmark  # light (PyYAML); fails early on an unknown name
+
+            load_benchmark(self.benchmark)
+        checks = {
+            "workers": (self.workers >= 1, ">= 1"),
+            "num_envs": (self.num_envs >= 1, ">= 1"),
+            "post_success_steps": (self.post_success_steps >= 0, ">= 0"),
+            "max_episode_steps": (self.max_episode_steps is None or self.max_episode_steps >= 1, ">= 1"),
+            "n_action_steps": (self.n_action_steps is None or self.n_action_steps >= 1, ">= 1"),
+            "temporal_ensemble_coeff": (self.temporal_ensemble_coeff is None or self.temporal_ensemble_coeff >= 0,
+                                        ">= 0"),
+            "image_size": (self.image_size is None or 16 <= self.image_size <= 1024, "in [16, 1024]"),
+            "episode_timeout": (self.episode_timeout is None or self.episode_timeout > 0, "> 0 seconds"),
+            "fail_under": (self.fail_under is None or 0.0 <= self.fail_under <= 1.0,
+                           "a fraction in [0, 1], e.g. 0.95"),
+        }
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+        if self.temporal_ensemble_coeff is not None and self.n_action_steps not in (None, 1):
+            raise ValueError(
+                f"temporal ensembling queries the policy every step: n_action_steps must be 1 or unset, "
+                f"got {self.n_action_steps}"
+            )
+        if self.num_envs > 1 and self.workers > 1:
+            raise ValueError(f"num_envs={self.num_envs} runs one GPU process: workers must be 1, got {self.workers}")
+        if self.retry_errors and not self.resume:
+            raise ValueError("retry_errors only makes sense with --resume")
+        if self.env_factory is not None and ":" not in self.env_factory:
+            raise ValueError(f"env_factory must be 'module:function', got {self.env_factory!r}")

@@ -1,0 +1,126 @@
+"""Provenance of a benchmark run: code version, packages, rendering device, checkpoint hash, command line.
+
+Everything here is best effort and never fails a run: a missing tool is recorded as null with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("vla-harness", "torch", "numpy", "mani-skill", "sapien", "gymnasium", "transformers", "peft",
+            "accelerate", "safetensors", "imageio", "imageio-ffmpeg", "opencv-python")
+_VULKAN_KEYS = ("deviceName", "deviceType", "driverName", "driverInfo", "apiVersion")
+
+
+def _run(cmd: list[str], timeout: float = 20.0) -> str | None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def git_info() -> dict[str, Any]:
+    """``{"git_sha": str | None, "git_dirty": bool | None}`` of the repository this package runs from
+    (dirty = tracked files modified)."""
+    sha = _run(["git", "rev-parse", "HEAD"])
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"])
+    return {"git_sha": sha.strip() if sha else None, "git_dirty": None if status is None else bool(status.strip())}
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution (None when not installed)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def vulkan_info() -> dict[str, Any]:
+    """The first Vulkan device as ``vulkaninfo --summary`` reports it (Mesa/lavapipe version in driverInfo)."""
+    info: dict[str, Any] = {"icd_filenames": os.environ.get("VK_ICD_FILENAMES")}
+    if shutil.which("vulkaninfo") is None:
+        return {**info, "error": "vulkaninfo not found"}
+    text = _run(["vulkaninfo", "--summary"])
+    if text is None:
+        return {**info, "error": "vulkaninfo --summary failed"}
+    for key in _VULKAN_KEYS:
+        m = re.search(rf"^\s*{key}\s*=\s*(.+)$", text, flags=re.MULTILINE)
+        info[key] = m.group(1).strip() if m else None
+    return info
+
+
+def compute_device() -> str:
+    """``cuda:<name>`` when torch sees a CUDA device, else ``cpu``."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return "cpu"
+
+
+def directory_sha256(path: Path) -> str:
+    """SHA-256 over every file under ``path`` (sorted relative path, NUL, file SHA-256, newline); a file's own
+    digest when ``path`` is a file. Reads every byte (large checkpoints take a while)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    outer = hashlib.sha256()
+    for f in files:
+        inner = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                inner.update(block)
+        if path.is_file():
+            return inner.hexdigest()
+        outer.update(f"{f.relative_to(path).as_posix()}\0{inner.hexdigest()}\n".encode())
+    return outer.hexdigest()
+
+
+def checkpoint_info(policy_spec: str, extra: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{"path", "sha256"}`` for ``checkpoint:PATH`` policies (the policy's own ``extra["sha256"]`` when it
+    reports one, else :func:`directory_sha256`); None for other policies."""
+    name, _, arg = policy_spec.partition(":")
+    if name != "checkpoint" or not arg:
+        return None
+    path = Path(str(extra.get("checkpoint_path", arg)))
+    sha = extra.get("sha256") or extra.get("checkpoint_sha256")
+    if sha is None and path.exists():
+        sha = directory_sha256(path)
+    return {"path": str(path.resolve()) if path.exists() else str(path), "sha256": sha}
+
+
+def collect_provenance(policy_spec: str, policy_extra: Mapping[str, Any], sim_backend: str, render_backend: str,
+                       probe_vulkan: bool = True) -> dict[str, Any]:
+    """The ``provenance`` block of results.json (keys: git_sha, git_dirty, packages, vulkan, render_backend,
+    sim_backend, device, checkpoint, python, hostname, command)."""
+    return {
+        **git_info(),
+        "packages": package_versions(),
+        "vulkan": vulkan_info() if probe_vulkan else None,
+        "render_backend": render_backend,
+        "sim_backend": sim_backend,
+        "device": compute_device(),
+        "checkpoint": checkpoint_info(policy_spec, policy_extra),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "command": shlex.join(sys.argv),
+    }

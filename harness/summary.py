@@ -1,0 +1,37 @@
+"""Console summary of a results.json (rich table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def print_summary(results: dict[str, Any], out: Path) -> None:
+    """Print per-task and overall success (with Wilson 95 % intervals), errors, timeouts and throughput."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"vla bench: {results['policy'].get('spec', results['policy'].get('name'))}")
+    for col in ("task", "ok eps", "success_once", "95% CI", "success_at_end", "errors", "timeouts", "mean len"):
+        table.add_column(col)
+    rows = list(results["per_task"].items()) + [("overall", results["overall"])]
+    for name, b in rows:
+        lo, hi = b["ci95"]
+        mean_len = "n/a" if b["mean_episode_len"] is None else f"{b['mean_episode_len']:.1f}"
+        table.add_row(name, str(b["episodes"]), _pct(b["success_rate"]), f"[{_pct(lo)}, {_pct(hi)}]",
+                      _pct(b["success_at_end_rate"]), str(b["errors"]), str(b["timeouts"]), mean_len)
+    console = Console(stderr=False)
+    console.print(table)
+    tp = results.get("throughput") or {}
+    if tp.get("episodes_per_hour") is not None:
+        console.print(f"throughput: {tp['episodes_per_hour']:.1f} episodes/hour ({tp.get('episodes')} episodes in "
+                      f"{tp.get('wall_s')} s, {tp.get('workers')} worker(s))")
+    bad = results["overall"]["errors"] + results["overall"]["timeouts"]
+    if bad:
+        console.print(f"[bold red]{bad} episode(s) ended in error/timeout[/] (not counted as failures; see "
+                      f"{Path(out) / 'episodes.jsonl'})")
+    console.print(f"results: {Path(out) / 'results.json'}")

@@ -1,0 +1,133 @@
+"""The ``checkpoint:PATH`` policy: a trained VLA checkpoint directory as a Policy.
+
+    policy = make_policy("checkpoint:runs/demo/checkpoints/last")
+    chunk = policy.predict_action_chunk(obs)        # (B, H, 14) float32, absolute env actions
+
+Per call: the policy's cameras are stacked in the checkpoint's view order (B, V, H, W, 3) and preprocessed by the
+checkpoint's processor in eval mode (resize, center crop when trained with crops, the two normalizations, the
+OpenVLA prompt); proprio is normalized with the checkpoint's ``dataset_statistics.json``; the model predicts a
+normalized (B, H, A) chunk that is unnormalized with the same statistics and mode. Checkpoints trained on
+``relative_action`` are integrated from the measured proprio (a[k] = proprio + sum_{j<k} delta[j]). Gripper
+values are clipped to the env's [-1, 1]. Nothing here reads the training data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.layout import ACTION_LAYOUT, CONTROL_MODE, GRIPPER_DIMS
+from policies.base import Observation, PolicyMetadata, register_policy
+
+WEIGHT_SUFFIXES = (".safetensors", ".json", ".pt")
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """sha256 over the names and bytes of a checkpoint's weight/config files (training_state/ excluded)."""
+    root = Path(path).resolve()
+    h = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and "training_state" not in p.parts):
+        if file.suffix in WEIGHT_SUFFIXES:
+            h.update(str(file.relative_to(root)).encode())
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+class CheckpointPolicy:
+    """A VLA (model + processor + norm stats + its config) behind the Policy protocol.
+
+    Build with :meth:`from_dir` (a checkpoint directory) or directly from in-memory components (in-loop
+    evaluation during training). Stateless between calls: :meth:`reset` has nothing to forget.
+    """
+
+    def __init__(self, model: Any, processor: Any, norm_stats: Any, config: dict, name: str = "checkpoint",
+                 extra: dict | None = None) -> None:
+        data = config.get("data", {})
+        model_cfg = model.config
+        self.model = model.eval()
+        self.processor = processor
+        self.stats = norm_stats
+        self.norm_mode = config.get("norm_mode", model_cfg.norm_mode)
+        self.action_key = data.get("action_key", "action")
+        self.use_proprio = bool(model_cfg.proprio_dim)
+        if self.use_proprio and norm_stats.proprio is None:
+            raise ValueError(f"{name}: the model takes proprio but dataset_statistics.json has no proprio statistics")
+        if tuple(config.get("action_layout", ACTION_LAYOUT)) != ACTION_LAYOUT:
+            raise ValueError(f"{name}: checkpoint action layout {config.get('action_layout')} is not {list(ACTION_LAYOUT)}")
+        self.metadata = PolicyMetadata(
+            name=name,
+            cameras=tuple(model_cfg.cameras),
+            chunk_size=int(model_cfg.chunk_size),
+            action_dim=int(model_cfg.action_dim),
+            control_mode=config.get("control_mode", CONTROL_MODE),
+            image_size=data.get("image_size"),
+            tasks=tuple(data.get("tasks") or ()),
+            extra={"norm_mode": self.norm_mode, "action_key": self.action_key, "unnorm_key": config.get("unnorm_key"),
+                   "step": config.get("step"), **(extra or {})},
+        )
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike, device: str | None = None, dtype: str = "float32") -> "CheckpointPolicy":
+        """Load ``path`` (a ``step_N`` directory or the ``last`` link).
+
+        Raises:
+            FileNotFoundError: ``path`` is not a directory.
+            ValueError / CheckpointError: the directory is incomplete or inconsistent (message names the file).
+        """
+        import torch
+
+        from policies.openvla.run_checkpoint import load_checkpoint_model
+
+        given = Path(path)
+        if not given.is_dir():
+            raise FileNotFoundError(f"checkpoint:{path}: not a directory")
+        resolved = given.resolve()
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        model, processor, stats, config = load_checkpoint_model(resolved, device=device, dtype=torch_dtype)
+        extra = {"checkpoint": {"path": str(resolved), "sha256": checkpoint_digest(resolved)}, "device": device, "dtype": dtype}
+        return cls(model, processor, stats, config, name=f"checkpoint:{path}", extra=extra)
+
+    def reset(self) -> None:
+        """Nothing to forget: every call predicts from the current observation only."""
+
+    def predict_action_chunk(self, obs: Observation) -> np.ndarray:
+        """(B, H, 14) float32 absolute actions for a batched observation (see the module docstring).
+
+        Raises:
+            KeyError: a camera the checkpoint needs is missing from ``obs.images``.
+        """
+        import torch
+
+        missing = [c for c in self.metadata.cameras if c not in obs.images]
+        if missing:
+            raise KeyError(f"{self.metadata.name}: observation lacks camera(s) {missing}; has {sorted(obs.images)}")
+        images = np.stack([np.asarray(obs.images[c]) for c in self.metadata.cameras], axis=1)  # (B, V, H, W, 3)
+        inputs = self.processor(images, list(obs.instruction), train=False)
+        device = next(self.model.parameters()).device
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        proprio = None
+        if self.use_proprio:
+            p = self.stats.proprio.normalize(np.asarray(obs.proprio, dtype=np.float32), self.norm_mode)
+            proprio = torch.as_tensor(p, device=device, dtype=self.model.dtype)
+        with torch.inference_mode():
+            pred = self.model.predict_action_chunk(**inputs, proprio=proprio)
+        actions = self.stats.action.unnormalize(pred.float().cpu().numpy(), self.norm_mode)
+        if self.action_key == "relative_action":
+            actions = np.asarray(obs.proprio, dtype=np.float32)[:, None, :] + np.cumsum(actions, axis=1) - actions
+        actions[..., list(GRIPPER_DIMS)] = np.clip(actions[..., list(GRIPPER_DIMS)], -1.0, 1.0)
+        return actions.astype(np.float32)
+
+
+@register_policy("checkpoint")
+def _make_checkpoint_policy(arg: str | None, **kwargs: Any) -> CheckpointPolicy:
+    if not arg:
+        raise ValueError("checkpoint policy needs a path: checkpoint:RUN/checkpoints/last")
+    return CheckpointPolicy.from_dir(arg, device=kwargs.get("device"), dtype=kwargs.get("dtype", "float32"))
