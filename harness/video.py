@@ -126,7 +126,7 @@ def encode_episode(frames: EpisodeFrames, path: Path, error: bool = False) -> Pa
     partial.parent.mkdir(parents=True, exist_ok=True)
     writer = imageio.get_writer(
         partial, format="FFMPEG", fps=FPS, codec="libx264", pixelformat="yuv420p", macro_block_size=1,
-        ffmpeg_log_level="error", ffmpeg_params=["-preset", "veryfast", "-threads", "1"],
+        ffmpeg_log_level="error", ffmpeg_params=["-preset", "veryfast", "-threads", "1", "-movflags", "+faststart"],
     )
     try:
         last = len(frames.frames) - 1

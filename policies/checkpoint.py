@@ -39,6 +39,15 @@ def checkpoint_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _square_size(size: Any) -> int | None:
+    """The recorded frame side (px) from ``image_size`` stored as an int or [H, W]; None when not square."""
+    if size is None:
+        return None
+    if isinstance(size, (list, tuple)):
+        return int(size[0]) if len(set(size)) == 1 else None
+    return int(size)
+
+
 class CheckpointPolicy:
     """A VLA (model + processor + norm stats + its config) behind the Policy protocol.
 
@@ -66,7 +75,7 @@ class CheckpointPolicy:
             chunk_size=int(model_cfg.chunk_size),
             action_dim=int(model_cfg.action_dim),
             control_mode=config.get("control_mode", CONTROL_MODE),
-            image_size=data.get("image_size"),
+            image_size=_square_size(data.get("image_size")),
             tasks=tuple(data.get("tasks") or ()),
             extra={"norm_mode": self.norm_mode, "action_key": self.action_key, "unnorm_key": config.get("unnorm_key"),
                    "step": config.get("step"), **(extra or {})},
@@ -91,7 +100,7 @@ class CheckpointPolicy:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         model, processor, stats, config = load_checkpoint_model(resolved, device=device, dtype=torch_dtype)
-        extra = {"checkpoint": {"path": str(resolved), "sha256": checkpoint_digest(resolved)}, "device": device, "dtype": dtype}
+        extra = {"checkpoint_path": str(resolved), "sha256": checkpoint_digest(resolved), "device": device, "dtype": dtype}
         return cls(model, processor, stats, config, name=f"checkpoint:{path}", extra=extra)
 
     def reset(self) -> None:

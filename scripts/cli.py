@@ -99,7 +99,12 @@ def train(cfg: OmitArgPrefixes[TrainConfig]) -> int:
     """Fine-tune a VLA (tiny | openvla-7b, LoRA or full) -> RUN/checkpoints/step_N; --config FILE.yaml, --resume."""
     from train.trainer import run_train
 
-    return run_train(cfg)
+    evaluate = None
+    if cfg.eval_every and cfg.eval_benchmark:
+        from scripts.sim_eval import make_sim_evaluator
+
+        evaluate = make_sim_evaluator(cfg.eval_benchmark, cfg.out)
+    return run_train(cfg, evaluate=evaluate)
 
 
 @app.command(name="merge-lora")
