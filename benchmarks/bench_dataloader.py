@@ -18,7 +18,6 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import shlex
 import sys
@@ -27,6 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import machine_info, write_result  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dataloader.json"
 
@@ -192,19 +197,6 @@ def _measure(folder: str, cfg: BenchConfig, out_size: int, workers: int, queue) 
     })
 
 
-def _machine() -> dict:
-    import h5py
-    import torch
-
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-                  if ln.startswith("MemTotal"))
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "mem_gib": round(mem_kb / 2**20, 1),
-            "torch": torch.__version__, "h5py": h5py.__version__, "numpy": np.__version__}
-
-
 def _display_path(path: Path) -> str:
     """``path`` relative to the repository when inside it (results JSON is committed)."""
     try:
@@ -237,7 +229,7 @@ def run(cfg: BenchConfig) -> dict:
         "benchmark": "dataloader",
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
         "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": _machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "machine": machine_info(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "config": {k: (_display_path(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
         "data": data,
         "summary_samples_per_s": {f"{r['out_size']}px_workers{r['num_workers']}": round(r["samples_per_s"], 1)
@@ -252,10 +244,7 @@ def run(cfg: BenchConfig) -> dict:
                  "without torch) and DataLoader workers fork from it; peak RSS is that process's ru_maxrss and, for "
                  "workers > 0, the largest worker's.",
     }
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = cfg.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp_out, cfg.out)
+    write_result(cfg.out, report)
     return report
 
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import machine_info, write_result
 from envs.recording import package_versions, run_expert_episode
 from envs.specs import TASKS
 
@@ -76,12 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.bench_experts " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seeds": f"{seeds.start}:{seeds.stop}",
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_at_end": os.getloadavg()},
+        "machine": machine_info(),
         "packages": package_versions(),
         "per_task": per_task,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_result(args.out, payload)
     print(f"wrote {args.out}")
     return 0 if all(r["success_rate"] >= args.min_rate for r in per_task.values()) else 1
 

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import cpu_name, write_result  # noqa: E402
 from policies.openvla.config import preset  # noqa: E402
 from policies.openvla.lora import apply_lora, count_parameters  # noqa: E402
 from policies.openvla.model import VLA  # noqa: E402
@@ -190,7 +191,7 @@ def main() -> None:
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "started_utc": started,
         "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "cpu_busy_fraction_before": busy_before, "cpu_busy_fraction_after_latency": busy_after_latency,
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
@@ -206,22 +207,9 @@ def main() -> None:
         "gpu": {"measured": False, "reason": "no CUDA device in this session (torch.cuda.is_available() is "
                                              f"{torch.cuda.is_available()}); GPU latency was not measured"},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_result(args.out, result)
     print(json.dumps({"cpu_busy_fraction_before": busy_before, "chunk_latency_cpu": latency,
                       "chunk_latency_cpu_compiled": compiled, "train_step_cpu": train}, indent=2))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _version(module: str) -> str:

@@ -14,13 +14,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import machine_info, write_result
 from envs.recording import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recording.json"
@@ -76,12 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": f"`vla demos` recording speed, {args.task}, includes process start-up and HDF5 writing",
         "command": "python -m benchmarks.bench_recording " + " ".join(argv if argv is not None else sys.argv[1:]),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_at_end": os.getloadavg()},
+        "machine": machine_info(),
         "packages": package_versions(),
         "configs": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_result(args.out, payload)
     print(f"wrote {args.out}")
     return 0
 

@@ -31,7 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_dataloader import BenchConfig as LoaderConfig  # noqa: E402
-from benchmarks.bench_dataloader import _display_path, _machine, synthesize  # noqa: E402
+from benchmarks.bench_dataloader import _display_path, synthesize  # noqa: E402
+from benchmarks.common import machine_info, write_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -130,9 +131,7 @@ def _fill_dataloader_json(path: Path, reference: dict, source: str) -> None:
         if r["out_size"] == 128:
             r["model_samples_per_s"] = round(sps, 2)
             r["headroom"] = round(r["samples_per_s"] / sps, 1)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_result(path, data)
 
 
 def run(cfg: BenchConfig) -> dict:
@@ -157,7 +156,7 @@ def run(cfg: BenchConfig) -> dict:
     report = {
         "benchmark": "train",
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
-        "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": _machine(),
+        "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "config": {k: (_display_path(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
         "setup": "tiny preset (random init, byte-level BPE on the instructions), finetune=full, AdamW lr 5e-4, "
@@ -173,10 +172,7 @@ def run(cfg: BenchConfig) -> dict:
                  "including waiting for data, main-process preprocessing, forward, backward, clip, AdamW). Other "
                  "jobs share these 2 cores (see loadavg); numbers are this machine's, not a GPU's.",
     }
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = cfg.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp_out, cfg.out)
+    write_result(cfg.out, report)
     reference = next((r for r in results if r["mixed_precision"] == "no" and r["num_workers"] == 2
                       and r["torch_threads"] == 1), results[0])
     if loader is not None:

@@ -76,8 +76,9 @@ class CheckpointPolicy:
             action_dim=int(model_cfg.action_dim),
             control_mode=config.get("control_mode", CONTROL_MODE),
             image_size=_square_size(data.get("image_size")),
-            tasks=tuple(data.get("tasks") or ()),
-            extra={"norm_mode": self.norm_mode, "action_key": self.action_key, "unnorm_key": config.get("unnorm_key"),
+            # A language-conditioned VLA may be rolled out on any task (e.g. to measure transfer); the tasks it was
+            # trained on are recorded, not enforced.
+            extra={"trained_tasks": list(data.get("tasks") or ()), "norm_mode": self.norm_mode, "action_key": self.action_key, "unnorm_key": config.get("unnorm_key"),
                    "step": config.get("step"), **(extra or {})},
         )
 

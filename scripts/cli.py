@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import tyro
 from tyro.conf import OmitArgPrefixes
 from tyro.extras import SubcommandApp
 

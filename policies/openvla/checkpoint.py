@@ -81,8 +81,9 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _build(config: VLAConfig, dtype: torch.dtype, device: str | torch.device) -> VLA:
-    """An uninitialised VLA created directly on ``device`` in ``dtype`` (no fp32 copy of a 7B model)."""
+def build_model(config: VLAConfig, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> VLA:
+    """An uninitialised VLA created directly on ``device`` in ``dtype`` (no fp32 copy of a 7B model); a
+    checkpoint fills its weights."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -131,7 +132,7 @@ def from_openvla_checkpoint(ckpt_dir: str | os.PathLike, *, dtype: torch.dtype =
     fields = ovf.head_fields(heads["action_head"], heads["proprio_projector"], llm_dim, str(ckpt_dir))
     config = ovf.config_from_openvla(raw, str(ckpt_dir / "config.json"),
                                      fields if heads["action_head"] is not None else {}, overrides)
-    model = _build(config, dtype, device)
+    model = build_model(config, dtype, device)
     _load_openvla_weights(model, ckpt_dir)
     for name, state in heads.items():
         module = getattr(model, name)
@@ -306,7 +307,7 @@ def load_vla(ckpt_dir: str | os.PathLike, dtype: torch.dtype = torch.float32,
     weights = ckpt_dir / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: not found")
-    model = _build(config, dtype, device)
+    model = build_model(config, dtype, device)
     ours = model.state_dict()
     with safe_open(weights, framework="pt") as f:
         found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from policies.normalization import NormStats, load_dataset_statistics, select_unnorm_key
+from policies.openvla.checkpoint import build_model
 from policies.openvla.config import VLAConfig
 from policies.openvla.model import HEAD_MODULES, VLA
 from policies.openvla.processor import VLAProcessor
@@ -79,18 +80,6 @@ def read_checkpoint_config(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
     if raw["finetune"] not in ("lora", "full"):
         raise ValueError(f"{path}: finetune must be 'lora' or 'full', got {raw['finetune']!r}")
     return raw
-
-
-def build_model(config: VLAConfig, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> VLA:
-    """An uninitialised VLA (backbone weights left empty: a checkpoint fills them) on ``device`` in ``dtype``."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = VLA(config, skip_init=True)
-    finally:
-        torch.set_default_dtype(previous)
-    return model.to(dtype=dtype)
 
 
 def load_state_strict(module: torch.nn.Module, path: Path, keys: Mapping[str, torch.Tensor] | None = None) -> None:

@@ -1,0 +1,60 @@
+"""What every performance benchmark records with its numbers: the machine, the load, and an atomic JSON write."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def loadavg() -> list[float]:
+    """1/5/15-minute load averages, rounded (above the core count means the numbers include contention)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores (and those this process may use), memory, OS, Python, torch/numpy versions, current load."""
+    import numpy as np
+
+    try:
+        mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                      if ln.startswith("MemTotal"))
+        mem_gib = round(mem_kb / 2**20, 1)
+    except (OSError, StopIteration):
+        mem_gib = None
+    info: dict[str, Any] = {
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "mem_gib": mem_gib,
+        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+        "loadavg": loadavg(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def write_result(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON to ``path`` atomically (temp file + rename); creates the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
