@@ -63,11 +63,21 @@ class DemosConfig:
     instruction_split: str = "seen"
     """Which instruction templates drive the recorded episode's `instruction` attribute (seen|unseen); both
     template lists are always stored."""
+    action_noise: float = 0.0
+    """DART-style perturbation: std (m) of a temporally correlated offset added to the EXECUTED TCP positions (yaw
+    gets 5x this in rad); the recorded `action` stays the expert's clean target, so the data shows how to recover
+    from drift. 0 records the plain expert."""
+    noise_correlation: float = 0.9
+    """Per-step autocorrelation of that offset (an AR(1) process; 0.9 at 20 Hz drifts over ~0.5 s)."""
     progress: bool = True
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
         self.cameras = parse_cameras(self.cameras)
+        if not 0.0 <= self.action_noise <= 0.05:
+            raise ValueError(f"action_noise must be in [0, 0.05] m, got {self.action_noise}")
+        if not 0.0 <= self.noise_correlation < 1.0:
+            raise ValueError(f"noise_correlation must be in [0, 1), got {self.noise_correlation}")
         self.out = Path(self.out)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")

@@ -120,12 +120,14 @@ def load_or_start_manifest(cfg: DemosConfig) -> dict:
     path = out / MANIFEST
     fresh = {
         "format_version": FORMAT_VERSION, "task": cfg.task, "cameras": list(cfg.cameras),
-        "image_size": cfg.image_size, "control_mode": CONTROL_MODE, "action_layout": list(ACTION_LAYOUT),
+        "image_size": cfg.image_size, "action_noise": cfg.action_noise, "control_mode": CONTROL_MODE,
+        "action_layout": list(ACTION_LAYOUT),
         "episodes": [], "attempts": 0, "failures": 0, "failed_seeds": [], "next_seed": cfg.seed_start,
         "created_at": _now(), "updated_at": _now(),
     }
     manifest = json.loads(path.read_text()) if path.exists() else fresh
-    for key in ("task", "cameras", "image_size"):
+    manifest.setdefault("action_noise", 0.0)
+    for key in ("task", "cameras", "image_size", "action_noise"):
         if manifest.get(key) != fresh[key]:
             raise ValueError(
                 f"{path}: folder holds {key}={manifest.get(key)!r} but this run asks for {fresh[key]!r}; "
@@ -143,8 +145,32 @@ def load_or_start_manifest(cfg: DemosConfig) -> dict:
     return manifest
 
 
-def run_expert_episode(env, expert, seed: int, record: bool) -> dict[str, Any]:
+class ActionNoise:
+    """AR(1) offset added to executed TCP targets (DART, Laskey et al. 2017, "DART: Noise Injection for Robust
+    Imitation Learning"): offset_t = rho * offset_{t-1} + sqrt(1 - rho^2) * sigma * eps_t, eps ~ N(0, I), seeded
+    per episode. sigma is ``std`` m on x, y, z and ``5 * std`` rad on yaw of both arms; grippers are untouched."""
+
+    def __init__(self, std: float, rho: float, seed: int) -> None:
+        self.scale = np.zeros(14)
+        self.scale[[0, 1, 2, 7, 8, 9]] = std
+        self.scale[[5, 12]] = 5.0 * std
+        self.rho = rho
+        self.rng = np.random.default_rng([seed, 4242])
+        self.offset = self.scale * self.rng.standard_normal(14)
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        noisy = action + self.offset
+        step = np.sqrt(1.0 - self.rho**2) * self.scale * self.rng.standard_normal(14)
+        self.offset = self.rho * self.offset + step
+        return noisy
+
+
+def run_expert_episode(env, expert, seed: int, record: bool, action_noise: float = 0.0,
+                       noise_correlation: float = 0.9) -> dict[str, Any]:
     """Roll the expert out for one seeded episode on a single-env wrapper.
+
+    With ``action_noise > 0`` the env executes the expert's action plus an :class:`ActionNoise` offset while the
+    clean action is what gets recorded.
 
     Returns a dict with ``success`` (bool, at the final step), ``steps``, ``success_once``, and when ``record``:
     ``frames`` (cam -> (T, S, S, 3) uint8), ``action`` (T, 14), ``proprio`` (T, 14), ``instruction``,
@@ -152,6 +178,7 @@ def run_expert_episode(env, expert, seed: int, record: bool) -> dict[str, Any]:
     """
     obs, info = env.reset(seed=seed)
     expert.reset()
+    noise = ActionNoise(action_noise, noise_correlation, seed) if action_noise > 0 else None
     frames = {c: [] for c in env.cameras}
     actions, proprio = [], []
     success_once = False
@@ -163,7 +190,7 @@ def run_expert_episode(env, expert, seed: int, record: bool) -> dict[str, Any]:
                 frames[c].append(obs["images"][c][0])
             actions.append(action)
             proprio.append(obs["proprio"][0])
-        obs, _, _, _, info = env.step(action)
+        obs, _, _, _, info = env.step(action if noise is None else noise(action))
         success_once |= bool(info["success"][0])
         if expert.done:
             break
@@ -207,7 +234,8 @@ def record_demos(cfg: DemosConfig) -> dict:
                     f"{len(manifest['episodes'])}/{cfg.episodes} successes; failed seeds {manifest['failed_seeds']}"
                 )
             seed = manifest["next_seed"]
-            result = run_expert_episode(env, expert, seed, record=True)
+            result = run_expert_episode(env, expert, seed, record=True, action_noise=cfg.action_noise,
+                                        noise_correlation=cfg.noise_correlation)
             manifest["attempts"] += 1
             manifest["next_seed"] = seed + 1
             if result["success"]:
@@ -219,6 +247,7 @@ def record_demos(cfg: DemosConfig) -> dict:
                     "control_freq": int(env.unwrapped.control_freq), "sim_freq": int(env.unwrapped.sim_freq),
                     "instruction": result["instruction"], "num_steps": result["steps"], "package_versions": versions,
                     "format_version": FORMAT_VERSION, "success": True, "expert": type(expert).__name__,
+                    "action_noise": cfg.action_noise, "noise_correlation": cfg.noise_correlation,
                 }
                 write_episode(cfg.out / name, result["frames"], result["action"], result["proprio"],
                               result["seen"], result["unseen"], attrs)
