@@ -134,7 +134,7 @@ def test_replay_reproduces_recorded_outcomes_on_the_fake_env(tmp_path: Path, run
             obs, *_ = env.step(row)
         _write_episode(tmp_path / "demos" / f"episode_{rec['seed']}.hdf5", "DualArmLiftBar-v1", rec["seed"],
                        np.stack(actions))
-    from conftest import fake_config
+    from bench_fixtures import fake_config
 
     cfg = fake_config(tmp_path / "replay", policy=f"replay:{tmp_path / 'demos'}", tasks=("DualArmLiftBar-v1",),
                       seeds="0:6")

@@ -6,7 +6,12 @@ import math
 
 import pytest
 
-from harness.metrics import mcnemar_exact, pool_timing_summaries, timing_summary, wilson_interval
+from harness.metrics import (
+    mcnemar_exact,
+    pool_timing_summaries,
+    timing_summary,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(

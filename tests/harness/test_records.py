@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import RecordsError, RecordSink, aggregate, read_records, repair_tail, write_json_atomic
+from harness.records import (
+    RecordsError,
+    RecordSink,
+    aggregate,
+    read_records,
+    repair_tail,
+    write_json_atomic,
+)
 
 
 def _rec(task: str, seed: int, status: str = "ok", once: bool | None = True, end: bool | None = True,

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_TASKS, fake_config
+from bench_fixtures import FAKE_TASKS, fake_config
 from fakes import GoalPolicy, make_fake_env, make_forgetful_policy, make_goal_policy
 
 from harness.bench import run_bench

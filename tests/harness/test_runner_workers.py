@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_TASKS
+from bench_fixtures import FAKE_TASKS
 from fakes import make_forgetful_policy
 
 REPO = Path(__file__).resolve().parents[2]

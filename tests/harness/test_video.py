@@ -8,7 +8,14 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from harness.video import EpisodeFrames, OverlayInfo, compose_frame, encode_episode, tile_cameras, video_name
+from harness.video import (
+    EpisodeFrames,
+    OverlayInfo,
+    compose_frame,
+    encode_episode,
+    tile_cameras,
+    video_name,
+)
 
 
 def test_video_name_and_bad_outcome() -> None:
