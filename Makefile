@@ -4,21 +4,16 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 VLA := $(VENV)/bin/vla
-# QUICK=1 shrinks the demo to a few minutes on 2 CPU cores.
+# QUICK=1 shrinks the demo to a few minutes on 2 CPU cores; DEMO_ARGS passes more flags to scripts/demo.py
+# (e.g. DEMO_ARGS="--episodes 100 --eval-seeds 100000:100020"; see .venv/bin/python -m scripts.demo --help).
 QUICK ?= 0
-DEMO_TASK ?= DualArmLiftBar-v1
-DEMO_DIR ?= data/$(DEMO_TASK)
-ifeq ($(QUICK),1)
-DEMO_EPISODES ?= 4
-else
-DEMO_EPISODES ?= 40
-endif
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup demo test test-fast bench-experts bench-recording clean-demo
 
 help:
-	@echo "make demo        set up, record expert demos of $(DEMO_TASK) (QUICK=1: a short version)"
+	@echo "make demo        set up, record demos, train the tiny VLA, benchmark it, build the gallery (QUICK=1: short)"
 	@echo "make test        set up, run the whole test suite (what CI runs)"
 	@echo "make test-fast   unit tests only (no simulator, no browser)"
 	@echo "make setup       system packages + .venv (idempotent)"
@@ -27,9 +22,7 @@ setup:
 	@scripts/setup.sh
 
 demo: setup
-	$(VLA) demos --task $(DEMO_TASK) --episodes $(DEMO_EPISODES) --out $(DEMO_DIR) --image-size 128 --cameras head,left_wrist,right_wrist
-	@echo
-	@echo "Recorded $(DEMO_EPISODES) episodes into $(DEMO_DIR) (see $(DEMO_DIR)/dataset.json)."
+	$(PY) -m scripts.demo $(if $(filter 1,$(QUICK)),--quick,) $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -44,4 +37,4 @@ bench-recording: setup
 	$(PY) -m benchmarks.bench_recording
 
 clean-demo:
-	rm -rf data/$(DEMO_TASK) runs/demo results/demo
+	rm -rf data/DualArmLiftBar-v1 data/DualArmLiftBar-v1-quick runs/demo runs/demo-quick results/demo results/demo-quick

@@ -9,13 +9,12 @@ keep an episode); ``success_once`` counts any step. Failed seeds are listed so t
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import machine_info, write_result
-from envs.recording import package_versions, run_expert_episode
+from benchmarks.common import result_header, write_result
+from envs.recording import run_expert_episode
 from envs.specs import TASKS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "experts.json"
@@ -70,12 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{task:24s} {r['successes']:3d}/{r['episodes']} ({r['success_rate']:.0%})  "
               f"{r['mean_steps']:.0f} steps  {r['seconds_per_episode']:.2f} s/episode  failed: {r['failed_seeds']}")
     payload = {
-        "benchmark": "scripted expert success, state only (no rendering), CPU simulator",
-        "command": "python -m benchmarks.bench_experts " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **result_header("scripted expert success, state only (no rendering), CPU simulator",
+                        "benchmarks.bench_experts", argv),
         "seeds": f"{seeds.start}:{seeds.stop}",
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "packages": package_versions(),
         "per_task": per_task,
     }
     write_result(args.out, payload)

@@ -11,7 +11,6 @@ count to find cheaper settings.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -20,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import machine_info, write_result
-from envs.recording import package_versions
+from benchmarks.common import result_header, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recording.json"
 
@@ -73,11 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['name']:40s} {row['seconds_per_episode']:7.1f} s/episode  {row['ms_per_step']:6.0f} ms/step  "
               f"{row['mb_per_episode']:6.1f} MB/episode")
     payload = {
-        "benchmark": f"`vla demos` recording speed, {args.task}, includes process start-up and HDF5 writing",
-        "command": "python -m benchmarks.bench_recording " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "packages": package_versions(),
+        **result_header(f"`vla demos` recording speed, {args.task}, includes process start-up and HDF5 writing",
+                        "benchmarks.bench_recording", argv),
         "configs": rows,
     }
     write_result(args.out, payload)

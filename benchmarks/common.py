@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,21 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         info["torch"] = None
     return info
+
+
+def result_header(benchmark: str, module: str, argv: list[str] | None) -> dict[str, Any]:
+    """The fields every result JSON starts with: what was measured, the exact command (``python -m MODULE ARGS``;
+    ``argv`` None means ``sys.argv[1:]``), when (UTC, ISO 8601), the machine and the package versions."""
+    from envs.recording import package_versions
+
+    args = sys.argv[1:] if argv is None else argv
+    return {
+        "benchmark": benchmark,
+        "command": shlex.join(["python", "-m", module, *args]),
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "packages": package_versions(),
+    }
 
 
 def write_result(path: Path, payload: dict[str, Any]) -> Path:

@@ -206,15 +206,20 @@ def _expect(obj: dict, key: str, types: tuple[type, ...], where: str, required: 
     return value
 
 
+def _check_schema_version(obj: dict[str, Any], where: str) -> None:
+    """Raise RunFolderError when obj's schema_version (default 1) is not one this reader knows."""
+    version = obj.get("schema_version", 1)
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise RunFolderError(f"{where}: schema_version {version!r} is not supported "
+                             f"(this reader knows {list(SUPPORTED_SCHEMA_VERSIONS)})")
+
+
 def _parse_record(obj: Any, file: Path, line: int) -> Episode:
     """Validate one decoded JSON line into an Episode (raises RunFolderError naming file, line and key)."""
     where = f"{file}: line {line}"
     if not isinstance(obj, dict):
         raise RunFolderError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    version = obj.get("schema_version", 1)
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise RunFolderError(f"{where}: schema_version {version!r} is not supported "
-                             f"(this reader knows {list(SUPPORTED_SCHEMA_VERSIONS)})")
+    _check_schema_version(obj, where)
     task = _expect(obj, "task", (str,), where)
     seed = _expect(obj, "seed", (int,), where)
     status = _expect(obj, "status", (str,), where)
@@ -244,10 +249,7 @@ def _read_results(file: Path) -> dict[str, Any] | None:
         raise RunFolderError(f"{file}: not valid JSON ({err})") from err
     if not isinstance(results, dict):
         raise RunFolderError(f"{file}: expected a JSON object, got {type(results).__name__}")
-    version = results.get("schema_version", 1)
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise RunFolderError(f"{file}: schema_version {version!r} is not supported "
-                             f"(this reader knows {list(SUPPORTED_SCHEMA_VERSIONS)})")
+    _check_schema_version(results, str(file))
     return results
 
 

@@ -31,7 +31,9 @@ class RunLogger:
         enabled: False on non-main processes (every method is then a no-op).
         wandb_project: wandb project; None disables wandb. Mode: ``WANDB_MODE`` or ``offline``.
         config: run config logged to wandb.
-        start_step: on resume, TensorBoard events at steps > start_step from the interrupted attempt are purged.
+        start_step: on resume, TensorBoard events and metrics.jsonl records at steps > start_step from the
+            interrupted attempt are purged, and metrics.jsonl gets ``{"step": start_step, "time": ..., "event":
+            "resume"}``.
     """
 
     def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, wandb_project: str | None = None,
@@ -50,6 +52,9 @@ class RunLogger:
         if start_step:
             _truncate_metrics(self.run_dir / METRICS_FILE, start_step)
         self._jsonl = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        if start_step:  # marks where the resumed attempt starts (timing tools skip the pause before it)
+            self._jsonl.write(json.dumps({"step": int(start_step), "time": time.time(), "event": "resume"}) + "\n")
+            self._jsonl.flush()
         if wandb_project is not None:
             import wandb
 

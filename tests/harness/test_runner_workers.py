@@ -85,3 +85,15 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path, worker
     assert records[:killed_at] == first
     results = json.loads((out / "results.json").read_text())
     assert results["overall"]["episodes"] + results["overall"]["errors"] == 20
+
+
+def test_worker_threads_split_the_cores_and_keep_user_settings(monkeypatch) -> None:
+    from harness.workers import limit_threads, threads_per_worker
+
+    assert threads_per_worker(1, cpus=2) == 2 and threads_per_worker(2, cpus=2) == 1
+    assert threads_per_worker(4, cpus=2) == 1 and threads_per_worker(3, cpus=16) == 5
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # torch not imported yet: only the env is set
+    limit_threads(1)
+    assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "7"

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from synthetic_episodes import DROP as _DROP
 from synthetic_episodes import write_episode
+from trainer_fixtures import write_dataset
 
 
 @pytest.fixture
@@ -42,3 +44,17 @@ def episode_dir(make_dir: Callable[..., Path]) -> Path:
     folder = make_dir()
     (folder / "dataset.json").write_text('{"task": "LiftCube-v1"}')
     return folder
+
+
+@pytest.fixture
+def _restore_threads():
+    """Trainer runs set torch's thread count; put it back after the test."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-episode synthetic dataset (trainer_fixtures.write_dataset), shared by a test module."""
+    return write_dataset(tmp_path_factory.mktemp("data") / "lift", episodes=3)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainer_fixtures import MICRO, micro_config, predict, write_dataset
+from trainer_fixtures import MICRO, micro_config, predict
 
 from policies.openvla.run_checkpoint import load_checkpoint_model
 
@@ -23,16 +23,7 @@ FULL = COMMON | {"model.safetensors"}
 LORA = COMMON | {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "heads.safetensors"}
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data3(tmp_path_factory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("data") / "lift", episodes=3)
+pytestmark = pytest.mark.usefixtures("_restore_threads")
 
 
 def _files(directory: Path) -> set[str]:

@@ -13,17 +13,7 @@ from trainer_fixtures import MICRO, micro_config, write_dataset
 
 from train.logging_utils import read_metrics
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data3(tmp_path_factory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("data") / "lift", episodes=3)
+pytestmark = pytest.mark.usefixtures("_restore_threads")
 
 
 def _quiet_train(cfg, evaluate=None):
@@ -67,6 +57,8 @@ def test_two_steps_then_resume_equals_uninterrupted(tmp_path, data3, variant):
             assert torch.equal(value, opt_b["state"][i][key]), f"optimizer state {i}.{key} differs"
     steps_logged = [r["step"] for r in read_metrics(tmp_path / "b") if "train/loss" in r]
     assert steps_logged == [1, 2, 3, 4]
+    markers = [r for r in read_metrics(tmp_path / "b") if r.get("event") == "resume"]
+    assert [m["step"] for m in markers] == [2], "the resumed attempt marks where it starts in metrics.jsonl"
     assert (tmp_path / "b/checkpoints/last").resolve().name == "step_4"
 
 
