@@ -26,7 +26,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def bench(policy: str, tasks: list[str], seeds: str, out: Path, extra: list[str] | None = None) -> tuple[dict, str]:
-    """Run (or resume) one `vla bench`; return its results.json and the command line."""
+    """Run (or resume) one `vla bench` without videos; return its results.json and the command line.
+
+    Raises:
+        subprocess.CalledProcessError: the run failed.
+    """
     cmd = ["vla", "bench", "--policy", policy, "--tasks", *tasks, "--seeds", seeds, "--out", str(out),
            "--video", "none", "--no-progress", *(extra or [])]
     if (out / "episodes.jsonl").exists():
@@ -111,7 +115,7 @@ def plot(path: Path, curve: list[dict], per_policy: dict, task: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="trained run folder (RUN/checkpoints/step_N)")
     parser.add_argument("--results", type=Path, default=Path("results/quality"))
@@ -126,7 +130,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-command", default="", help="the command that trained --run (recorded)")
     parser.add_argument("--demos-command", default="", help="the command that recorded the demos (recorded)")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    """N of a ``step_N`` checkpoint folder."""
+    return int(ckpt.name.removeprefix("step_"))
+
+
+def vla_runs(args: argparse.Namespace, tasks: list[str], commands: list[str]) -> tuple[list[dict], dict, Path]:
+    """Benchmark the run's checkpoints: the curve on --task, the final checkpoint on --seeds there and on
+    --other-seeds elsewhere. Returns (curve points, per-task rows, final checkpoint); appends the commands."""
+    ckpts = sorted((p for p in (args.run / "checkpoints").glob("step_*") if p.is_dir()), key=checkpoint_step)
+    if args.curve_steps:
+        missing = set(args.curve_steps) - {checkpoint_step(p) for p in ckpts}
+        if missing:
+            raise SystemExit(f"--curve-steps {sorted(missing)}: no such checkpoints under {args.run / 'checkpoints'}")
+    workers = ["--workers", str(args.workers)]
+    final = ckpts[-1]
+    curve = []
+    for ckpt in ckpts:
+        step = checkpoint_step(ckpt)
+        if args.curve_steps and step not in args.curve_steps and ckpt != final:
+            continue
+        # the final checkpoint's folder is extended from --curve-seeds to --seeds (resume adds the seeds)
+        seeds = args.seeds if ckpt == final else args.curve_seeds
+        res, cmd = bench(f"checkpoint:{ckpt}", [args.task], seeds, args.results / f"vla-{ckpt.name}", workers)
+        curve.append({"step": step, "seeds": seeds, **table(res)[args.task]})
+        commands.append(cmd)
+    rows = {args.task: {k: v for k, v in curve[-1].items() if k != "step"} | {"seeds": args.seeds}}
+    others = [t for t in tasks if t != args.task]
+    if others:
+        res, cmd = bench(f"checkpoint:{final}", others, args.other_seeds, args.results / "vla-other-tasks", workers)
+        rows.update({t: {**row, "seeds": args.other_seeds} for t, row in table(res).items() if t != "overall"})
+        commands.append(cmd)
+    return curve, rows, final
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or resume) every benchmark, then write --out (JSON) and its .png; returns 0.
+
+    Raises:
+        subprocess.CalledProcessError: a `vla bench` run failed. SystemExit: --curve-steps names a missing
+            checkpoint.
+    """
+    args = _parse_args(argv)
     tasks = list(TASKS)
     commands: list[str] = [c for c in (args.demos_command, args.train_command) if c]
     per_policy: dict[str, dict] = {}
@@ -134,31 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         res, cmd = bench(name, tasks, args.seeds, args.results / name)
         per_policy[name] = table(res)
         commands.append(cmd)
-    ckpts = sorted((p for p in (args.run / "checkpoints").glob("step_*") if p.is_dir()), key=lambda p: int(p.name[5:]))
-    if args.curve_steps:
-        missing = set(args.curve_steps) - {int(p.name[5:]) for p in ckpts}
-        if missing:
-            raise SystemExit(f"--curve-steps {sorted(missing)}: no such checkpoints under {args.run / 'checkpoints'}")
-    workers = ["--workers", str(args.workers)]
-    final = ckpts[-1]
-    curve = []
-    for ckpt in ckpts:
-        step = int(ckpt.name[5:])
-        if args.curve_steps and step not in args.curve_steps and ckpt != final:
-            continue
-        # the final checkpoint's folder is extended from --curve-seeds to --seeds below (resume adds the seeds)
-        seeds = args.seeds if ckpt == final else args.curve_seeds
-        res, cmd = bench(f"checkpoint:{ckpt}", [args.task], seeds, args.results / f"vla-{ckpt.name}", workers)
-        curve.append({"step": step, "seeds": seeds, **table(res)[args.task]})
-        commands.append(cmd)
-    vla_rows = {args.task: curve[-1] | {"seeds": args.seeds}}
-    others = [t for t in tasks if t != args.task]
-    if others:
-        res, cmd = bench(f"checkpoint:{final}", others, args.other_seeds, args.results / "vla-other-tasks", workers)
-        vla_rows.update({t: {**row, "seeds": args.other_seeds} for t, row in table(res).items() if t != "overall"})
-        commands.append(cmd)
-    per_policy[f"tiny VLA ({final.name})"] = {t: {k: v for k, v in row.items() if k != "step"}
-                                             for t, row in vla_rows.items()}
+    curve, vla_rows, final = vla_runs(args, tasks, commands)
+    per_policy[f"tiny VLA ({final.name})"] = vla_rows
     payload = {
         **result_header("policy quality: success over seeds per task (scripted, random, trained tiny VLA)",
                         "benchmarks.bench_quality", argv),
