@@ -62,7 +62,10 @@ def training_minutes(run: Path) -> dict:
     the first record's interval median (startup excluded); intervals over PAUSE_FACTOR x the median (pauses in logs
     without resume markers) count as the median and are reported in ``pauses_excluded``.
     """
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics} not found: --run must be a `vla train` run folder")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     train_rows = [r for r in rows if "train/loss" in r]
     if not train_rows:
         raise ValueError(f"{run / 'metrics.jsonl'} has no train/loss rows")
@@ -138,14 +141,29 @@ def checkpoint_step(ckpt: Path) -> int:
     return int(ckpt.name.removeprefix("step_"))
 
 
-def vla_runs(args: argparse.Namespace, tasks: list[str], commands: list[str]) -> tuple[list[dict], dict, Path]:
+def run_checkpoints(args: argparse.Namespace) -> list[Path]:
+    """The run's ``step_N`` checkpoints in step order, checked against --task and --curve-steps before any
+    benchmark starts.
+
+    Raises:
+        SystemExit: unknown --task, no checkpoints under RUN/checkpoints, or --curve-steps naming a missing one.
+    """
+    if args.task not in TASKS:
+        raise SystemExit(f"--task {args.task!r}: unknown task (known: {sorted(TASKS)})")
+    folder = args.run / "checkpoints"
+    ckpts = sorted((p for p in folder.glob("step_*") if p.is_dir()), key=checkpoint_step)
+    if not ckpts:
+        raise SystemExit(f"--run {args.run}: no step_N checkpoints under {folder}")
+    missing = set(args.curve_steps or ()) - {checkpoint_step(p) for p in ckpts}
+    if missing:
+        raise SystemExit(f"--curve-steps {sorted(missing)}: no such checkpoints under {folder}")
+    return ckpts
+
+
+def vla_runs(args: argparse.Namespace, ckpts: list[Path], tasks: list[str],
+             commands: list[str]) -> tuple[list[dict], dict, Path]:
     """Benchmark the run's checkpoints: the curve on --task, the final checkpoint on --seeds there and on
     --other-seeds elsewhere. Returns (curve points, per-task rows, final checkpoint); appends the commands."""
-    ckpts = sorted((p for p in (args.run / "checkpoints").glob("step_*") if p.is_dir()), key=checkpoint_step)
-    if args.curve_steps:
-        missing = set(args.curve_steps) - {checkpoint_step(p) for p in ckpts}
-        if missing:
-            raise SystemExit(f"--curve-steps {sorted(missing)}: no such checkpoints under {args.run / 'checkpoints'}")
     workers = ["--workers", str(args.workers)]
     final = ckpts[-1]
     curve = []
@@ -171,10 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run (or resume) every benchmark, then write --out (JSON) and its .png; returns 0.
 
     Raises:
-        subprocess.CalledProcessError: a `vla bench` run failed. SystemExit: --curve-steps names a missing
-            checkpoint.
+        subprocess.CalledProcessError: a `vla bench` run failed. SystemExit: bad --task / --run / --curve-steps
+            (see run_checkpoints). FileNotFoundError / ValueError: no RUN/metrics.jsonl, or no train rows in it.
+            All but the first are raised before any benchmark runs; --out is written only at the end.
     """
     args = _parse_args(argv)
+    ckpts = run_checkpoints(args)
+    training = training_minutes(args.run)
     tasks = list(TASKS)
     commands: list[str] = [c for c in (args.demos_command, args.train_command) if c]
     per_policy: dict[str, dict] = {}
@@ -182,14 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         res, cmd = bench(name, tasks, args.seeds, args.results / name)
         per_policy[name] = table(res)
         commands.append(cmd)
-    curve, vla_rows, final = vla_runs(args, tasks, commands)
+    curve, vla_rows, final = vla_runs(args, ckpts, tasks, commands)
     per_policy[f"tiny VLA ({final.name})"] = vla_rows
     payload = {
         **result_header("policy quality: success over seeds per task (scripted, random, trained tiny VLA)",
                         "benchmarks.bench_quality", argv),
         "task_trained": args.task, "seeds": args.seeds, "curve_seeds": args.curve_seeds,
         "other_task_seeds": args.other_seeds,
-        "training": {**training_minutes(args.run), "run": str(args.run), "checkpoint": str(final)},
+        "training": {**training, "run": str(args.run), "checkpoint": str(final)},
         "per_policy": per_policy, "curve": curve, "commands": commands,
     }
     write_result(args.out, payload)

@@ -59,3 +59,50 @@ def test_table_keeps_per_task_and_overall_rows() -> None:
            "errors": 0, "timeouts": 0, "mean_episode_len": 12.0, "extra": "dropped"}
     got = table({"per_task": {"A": row}, "overall": row})
     assert set(got) == {"A", "overall"} and "extra" not in got["A"] and got["A"]["ci95"] == [0.15, 0.85]
+
+
+@pytest.fixture
+def no_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if bench_quality would start a `vla bench` run."""
+    import benchmarks.bench_quality as bq
+
+    def _refuse(*args, **kwargs):
+        raise AssertionError("a benchmark ran although the input was invalid")
+
+    monkeypatch.setattr(bq, "bench", _refuse)
+
+
+def _run_folder(tmp_path: Path, steps: tuple[int, ...] = (500, 1000), metrics: bool = True) -> Path:
+    run = tmp_path / "run"
+    for step in steps:
+        (run / "checkpoints" / f"step_{step}").mkdir(parents=True)
+    if metrics:
+        _write_metrics(run, [{"step": 10, "time": 1.0, "train/loss": 1.0},
+                             {"step": 20, "time": 2.0, "train/loss": 0.5}])
+    run.mkdir(exist_ok=True)
+    return run
+
+
+@pytest.mark.parametrize(("kind", "extra", "message"), [
+    ("no checkpoints", [], "no step_N checkpoints under"),
+    ("missing curve step", ["--curve-steps", "500", "750"], r"--curve-steps \[750\]: no such checkpoints"),
+    ("unknown task", ["--task", "NoSuchTask-v1"], "--task 'NoSuchTask-v1': unknown task"),
+])
+def test_bad_arguments_fail_before_any_benchmark_and_write_nothing(tmp_path: Path, no_bench, kind, extra,
+                                                                   message) -> None:
+    from benchmarks.bench_quality import main
+
+    run = _run_folder(tmp_path, steps=() if kind == "no checkpoints" else (500, 1000))
+    out = tmp_path / "quality.json"
+    with pytest.raises(SystemExit, match=message):
+        main(["--run", str(run), "--results", str(tmp_path / "res"), "--out", str(out), *extra])
+    assert not out.exists() and not (tmp_path / "res").exists()
+
+
+def test_a_run_without_metrics_fails_before_any_benchmark(tmp_path: Path, no_bench) -> None:
+    from benchmarks.bench_quality import main
+
+    run = _run_folder(tmp_path, metrics=False)
+    with pytest.raises(FileNotFoundError, match="metrics.jsonl not found"):
+        main(["--run", str(run), "--results", str(tmp_path / "res"), "--out", str(tmp_path / "q.json")])
+    assert not (tmp_path / "q.json").exists()
