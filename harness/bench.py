@@ -31,6 +31,10 @@ RUN_CONFIG_FILE = "run_config.json"
 _OUTCOME_FIELDS = ("policy", "max_episode_steps", "image_size", "end_on_success", "post_success_steps",
                    "n_action_steps", "temporal_ensemble_coeff", "instruction_split", "num_envs", "sim_backend")
 """Settings a resumed run must share with the run it continues (tasks, seeds, workers and videos may change)."""
+_WEIGHTS_FIELD = "policy_sha256"
+"""The policy's weights digest (``PolicyMetadata.extra["sha256"]``, checkpoint policies): a resumed run must use
+the same weights even when the --policy string is unchanged (``checkpoint:RUN/checkpoints/last`` after more
+training, a re-trained run at the same path). Checked when the earlier run recorded one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +94,7 @@ def resolve(cfg: BenchConfig, meta: Any, env_factory: Callable[..., Any] | None,
         "n_action_steps": cfg.n_action_steps, "temporal_ensemble_coeff": cfg.temporal_ensemble_coeff,
         "instruction_split": cfg.instruction_split, "num_envs": cfg.num_envs, "sim_backend": cfg.sim_backend,
         "video": cfg.video, "video_cameras": list(video_cams), "tasks": list(tasks), "seeds": seeds,
+        _WEIGHTS_FIELD: dict(meta.extra or {}).get("sha256"),
     }
     return ResolvedRun({t: list(seeds) for t in tasks}, settings, outcome)
 
@@ -108,7 +113,12 @@ def check_before_run(meta: Any, run: ResolvedRun) -> None:
 
 
 def prepare_out(cfg: BenchConfig, run: ResolvedRun) -> list[dict]:
-    """Create OUT, check a resumed run's settings, and return the records already there (after --retry-errors)."""
+    """Create OUT, check a resumed run's settings, and return the records already there (after --retry-errors).
+
+    Raises:
+        ValueError: OUT already holds episodes and --resume was not given, or the run being resumed used other
+            outcome settings or other policy weights (each difference is named with its old and new value).
+    """
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     episodes = out / EPISODES_FILE
@@ -118,6 +128,8 @@ def prepare_out(cfg: BenchConfig, run: ResolvedRun) -> list[dict]:
     if cfg.resume and previous.exists():
         old = json.loads(previous.read_text())
         diff = [k for k in _OUTCOME_FIELDS if old.get(k) != run.outcome_config.get(k)]
+        if old.get(_WEIGHTS_FIELD) and old[_WEIGHTS_FIELD] != run.outcome_config.get(_WEIGHTS_FIELD):
+            diff.append(_WEIGHTS_FIELD)
         if diff:
             details = "; ".join(f"{k}: was {old.get(k)!r}, now {run.outcome_config.get(k)!r}" for k in diff)
             raise ValueError(f"--resume: {previous} was written with other settings ({details})")

@@ -38,14 +38,17 @@ class DemoConfig:
     """Training steps (default: the recipe's, quick: 150)."""
     eval_seeds: str | None = None
     """Benchmark seeds A:B, disjoint from the training seeds (default: 100000:100050, quick: 100000:100004)."""
+    workers: int = 2
+    """Benchmark worker processes, each with cores/workers math threads. On the 2-core machine 2 workers step
+    ~1.5x as fast as 1 (10.3 vs 6.7 env steps/s with the tiny VLA and a head camera)."""
     root: Path = Path(".")
     """Folder that receives data/, runs/ and results/."""
 
     def __post_init__(self) -> None:
         self.episodes = self.episodes or (6 if self.quick else 200)
         self.eval_seeds = self.eval_seeds or ("100000:100004" if self.quick else "100000:100050")
-        if self.episodes < 1:
-            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.episodes < 1 or self.workers < 1:
+            raise ValueError(f"episodes and workers must be >= 1, got {self.episodes} and {self.workers}")
         if not self.recipe.is_file():
             raise FileNotFoundError(f"recipe {self.recipe} not found")
 
@@ -93,7 +96,7 @@ def main(cfg: DemoConfig) -> int:
 
     print(f"3/4 benchmark the checkpoint on {cfg.task}, seeds {cfg.eval_seeds} (videos of every episode)")
     bench = [*vla, "bench", "--policy", f"checkpoint:{run_dir / 'checkpoints' / 'last'}", "--tasks", cfg.task,
-             "--seeds", cfg.eval_seeds, "--out", str(results), "--video", "all"]
+             "--seeds", cfg.eval_seeds, "--out", str(results), "--video", "all", "--workers", str(cfg.workers)]
     run(bench + (["--resume"] if (results / "episodes.jsonl").exists() else []))
 
     print("4/4 build the gallery")

@@ -3,8 +3,8 @@
     .venv/bin/python -m scripts.screenshot_gallery results/demo/index.html benchmarks/results/gallery.png
 
 Needs the dev extra (playwright, the Python driver only: no browser download) and a Chromium executable
-(Debian: `apt-get install chromium`, which scripts/setup.sh installs). Videos are paused on their first frame
-(seeked to 1 s) so the picture shows rollouts rather than black boxes.
+(Debian: `apt-get install chromium`, which scripts/setup.sh installs). Videos are paused on a frame
+(seeked to 1 s and decoded) so the picture shows rollouts rather than black boxes.
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
                  "--disable-component-update", "--disable-sync"]
 SEEK_VIDEOS = """async () => {
   const vids = Array.from(document.querySelectorAll('video'));
+  const decoded = v => new Promise(done => {
+    const poll = () => (v.readyState >= 2 ? done() : setTimeout(poll, 50));
+    poll();
+  });
   await Promise.all(vids.map(v => new Promise(done => {
     const seek = () => { v.currentTime = Math.min(1.0, (v.duration || 2) / 2); };
-    v.addEventListener('seeked', done, {once: true});
+    v.addEventListener('seeked', () => decoded(v).then(done), {once: true});
     if (v.readyState >= 1) seek(); else v.addEventListener('loadedmetadata', seek, {once: true});
     setTimeout(done, 5000);
   })));
@@ -64,6 +68,7 @@ def main(cfg: ScreenshotConfig) -> int:
         page.goto(cfg.page.resolve().as_uri())
         page.wait_for_load_state("load")
         page.evaluate(SEEK_VIDEOS)
+        page.wait_for_timeout(1000)  # let the media controls drop their loading spinner
         page.screenshot(path=str(cfg.out))
         browser.close()
     print(f"wrote {cfg.out}")

@@ -31,7 +31,7 @@ def _model_fields(cfg: TrainConfig) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "cameras": cfg.cameras, "chunk_size": cfg.chunk_size, "proprio_dim": 14 if cfg.use_proprio else 0,
         "norm_mode": cfg.norm_mode, "action_head": cfg.action_head, "token_decoding": cfg.token_decoding,
-        "use_film": cfg.use_film,
+        "use_film": cfg.use_film, "proprio_noise": cfg.proprio_noise,
     }
     if cfg.image_size is not None:
         fields["image_size"] = cfg.image_size

@@ -79,6 +79,10 @@ class TrainConfig:
     """Action dataset to learn: action (absolute targets) or relative_action."""
     use_proprio: bool = False
     """Feed the 14-D proprio of step t to the model through a proprio token (OFT)."""
+    proprio_noise: float = 0.0
+    """With use_proprio: std of the Gaussian noise added to the normalized proprio while training (VLAConfig
+    .proprio_noise; 0.5 = a quarter of each dimension's q01..q99 range). Stops the policy copying its current pose
+    into the action (benchmarks/probe_proprio.py measures that); the demo recipe uses 0.5."""
     instructions: InstructionSplit = "seen"
     """Instruction pool sampled per training sample: seen, unseen or both."""
     pad_end: bool = False
@@ -184,6 +188,7 @@ class TrainConfig:
         if not isinstance(self.model_overrides, Mapping):
             raise ValueError(f"model_overrides must be a mapping of VLAConfig fields, got {self.model_overrides!r}")
         self.model_overrides = dict(self.model_overrides)
+        self._check_model_overrides()
         if self.finetune is None:
             self.finetune = "lora" if self.base is not None else "full"
         if self.finetune not in ("lora", "full"):
@@ -200,6 +205,24 @@ class TrainConfig:
                 raise ValueError(f"lr_milestones must be strictly increasing steps >= 1, got {self.lr_milestones}")
         if self.wandb and importlib.util.find_spec("wandb") is None:
             raise ValueError("wandb=True but the wandb package is not installed (pip install wandb, or drop --wandb)")
+
+    def _check_model_overrides(self) -> None:
+        """Unknown VLAConfig field names fail here, not minutes later when the model is built; without --base the
+        values are checked too (the preset with the overrides applied must be a valid VLAConfig)."""
+        from policies.openvla.config import VLAConfig, preset
+
+        known = {f.name for f in dataclasses.fields(VLAConfig)}
+        unknown = sorted(set(self.model_overrides) - known)
+        if unknown:
+            close = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+            hints = ", ".join(f"{u} (did you mean {c[0]}?)" if c else u for u, c in close.items())
+            raise ValueError(f"model_overrides: unknown VLAConfig field(s) {hints}")
+        if not 0 <= self.proprio_noise < float("inf"):
+            raise ValueError(f"proprio_noise must be a finite std >= 0, got {self.proprio_noise}")
+        if self.proprio_noise and not self.use_proprio:
+            raise ValueError(f"proprio_noise={self.proprio_noise} needs use_proprio (the model gets no proprio)")
+        if self.base is None:
+            preset(self.preset, **{"proprio_noise": self.proprio_noise, **self.model_overrides})
 
     def _check_numbers(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,

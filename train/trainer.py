@@ -261,11 +261,12 @@ def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
 def model_inputs(batch: Mapping[str, Any], processor, train: bool, generator: torch.Generator | None,
                  device: torch.device) -> dict[str, torch.Tensor]:
     """VLA.forward kwargs from a collated batch: images + instructions through the processor (augmented when
-    ``train``), normalized actions, padding mask and proprio, all moved to ``device``."""
+    ``train``), normalized actions, padding mask and proprio (with the processor's proprio noise when ``train``),
+    all moved to ``device``."""
     enc = processor(batch["images"], batch["instruction"], train=train, generator=generator)
     inputs = {**enc, "actions": batch["actions"], "action_is_pad": batch["action_is_pad"]}
     if "proprio" in batch:
-        inputs["proprio"] = batch["proprio"]
+        inputs["proprio"] = processor.augment_proprio(batch["proprio"], generator) if train else batch["proprio"]
     return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
 
 

@@ -169,6 +169,12 @@ class VLAConfig:
     """Eval-time center crop of ``crop_scale`` area resized back (use when trained with ``image_aug``)."""
     crop_scale: float = 0.9
     """Area fraction kept by the train random crop and the eval center crop."""
+    proprio_noise: float = 0.0
+    """Train-time augmentation: std of Gaussian noise added to the normalized proprio input (normalized units:
+    1.0 = half the q01..q99 range of each dimension; 0 = off). It keeps the coarse arm state (phase, gripper)
+    and hides its fine position, so the policy cannot copy the current pose into the action and must locate
+    the object in the image: the "copycat" shortcut of Wen et al. 2020 (Fighting Copycat Agents in Behavioral
+    Cloning from Observation Histories), cf. de Haan et al. 2019 (Causal Confusion in Imitation Learning)."""
     norm_mode: str = "bounds_q99"
     """Action/proprio normalization mode (policies.normalization.NORM_MODES); the model sees normalized values."""
     attn_implementation: AttnImplementation = "sdpa"
@@ -193,6 +199,8 @@ class VLAConfig:
             raise ValueError(f"VLAConfig.proprio_dim must be >= 0, got {self.proprio_dim}")
         if self.crop_scale > 1:
             raise ValueError(f"VLAConfig.crop_scale must be in (0, 1], got {self.crop_scale}")
+        if not (self.proprio_noise >= 0 and math.isfinite(self.proprio_noise)):
+            raise ValueError(f"VLAConfig.proprio_noise must be a finite std >= 0, got {self.proprio_noise}")
         if self.action_head_blocks < 0 or (self.action_head_hidden is not None and self.action_head_hidden <= 0):
             raise ValueError(f"VLAConfig.action_head_blocks={self.action_head_blocks} / action_head_hidden="
                              f"{self.action_head_hidden} must be >= 0 / > 0")

@@ -47,6 +47,8 @@ class ProcessorSettings:
     empty_token_id: int | None
     pad_token_id: int
     prompt_template: str = PROMPT_TEMPLATE
+    proprio_noise: float = 0.0
+    """Train-time Gaussian noise std on the normalized proprio (VLAConfig.proprio_noise; absent in older files)."""
 
 
 class VLAProcessor:
@@ -71,7 +73,8 @@ class VLAProcessor:
                 image_size=config.image_size, cameras=config.cameras,
                 image_norm=tuple({"mean": tuple(map(float, n["mean"])), "std": tuple(map(float, n["std"]))} for n in norm),
                 image_aug=config.image_aug, center_crop=config.center_crop, crop_scale=config.crop_scale,
-                empty_token_id=config.empty_token_id, pad_token_id=config.llm.pad_token_id)
+                empty_token_id=config.empty_token_id, pad_token_id=config.llm.pad_token_id,
+                proprio_noise=config.proprio_noise)
         self.settings = settings
         self.tokenizer = tokenizer
 
@@ -107,6 +110,15 @@ class VLAProcessor:
             parts.append((x - mean) / std)
         out = torch.cat(parts, dim=1)  # (B*V, 3F, S, S)
         return out.reshape(b, v * out.shape[1], s, s)
+
+    def augment_proprio(self, proprio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training only: (B, P) normalized proprio + N(0, proprio_noise^2) per element (a new tensor; the input is
+        returned unchanged when proprio_noise is 0). Draws from ``generator`` (after the image augmentation)."""
+        std = self.settings.proprio_noise
+        if std == 0:
+            return proprio
+        noise = torch.randn(proprio.shape, generator=generator, dtype=torch.float32)
+        return proprio + (std * noise).to(proprio.dtype)
 
     # ---- text -----------------------------------------------------------------------------------------------
     def prompt(self, instruction: str) -> str:

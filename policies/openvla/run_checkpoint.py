@@ -34,7 +34,8 @@ BASE_FILE = "base_model.safetensors"
 TRAINING_STATE_DIR = "training_state"
 LAST_LINK = "last"
 ADAPTABLE_FIELDS = ("chunk_size", "cameras", "proprio_dim", "norm_mode", "action_head", "token_decoding", "use_film",
-                    "action_head_hidden", "action_head_blocks", "image_aug", "center_crop", "crop_scale")
+                    "action_head_hidden", "action_head_blocks", "image_aug", "center_crop", "crop_scale",
+                    "proprio_noise")
 """VLAConfig fields a fine-tune may change relative to its base checkpoint (they only touch the heads, the
 number of views, or preprocessing); every other field must match the base weights."""
 

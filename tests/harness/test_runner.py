@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from pathlib import Path
@@ -152,6 +153,23 @@ def test_resume_skips_finished_and_checks_settings(tmp_path: Path, run_fake) -> 
     assert len(keys) == len(set(keys)) == 16
     assert records[: len(first)] == first, "finished episodes are kept as they were"
     assert results["overall"]["episodes"] == 16 and results["throughput"]["episodes"] == 8
+
+
+class _WeightsPolicy(GoalPolicy):
+    """GoalPolicy that reports a weights digest, as checkpoint policies do."""
+
+    def __init__(self, sha256: str):
+        super().__init__()
+        self.metadata = dataclasses.replace(self.metadata, extra={"sha256": sha256})
+
+
+def test_resume_refuses_other_weights_under_the_same_policy_string(tmp_path: Path, run_fake) -> None:
+    out = tmp_path / "o"
+    run_fake(out, seeds="0:2", policy_factory=functools.partial(_WeightsPolicy, "aaa"))
+    with pytest.raises(ValueError, match="policy_sha256: was 'aaa', now 'bbb'"):
+        run_fake(out, seeds="0:4", resume=True, policy_factory=functools.partial(_WeightsPolicy, "bbb"))
+    _, records, _ = run_fake(out, seeds="0:4", resume=True, policy_factory=functools.partial(_WeightsPolicy, "aaa"))
+    assert len(records) == 2 * 4
 
 
 def test_retry_errors_replaces_error_records(tmp_path: Path, run_fake) -> None:

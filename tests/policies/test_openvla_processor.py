@@ -116,3 +116,18 @@ def _tiny():
     from policies.openvla.config import preset
 
     return preset("tiny", n_action_bins=32)
+
+
+def test_proprio_noise_is_seeded_scaled_and_saved(make_config, micro_tokenizer, tmp_path):
+    proprio = torch.zeros(4096, 14)
+    assert VLAProcessor(make_config(), micro_tokenizer).augment_proprio(proprio) is proprio  # default: off
+    proc = VLAProcessor(make_config(proprio_noise=0.5), micro_tokenizer)
+    a = proc.augment_proprio(proprio, torch.Generator().manual_seed(3))
+    assert torch.equal(a, proc.augment_proprio(proprio, torch.Generator().manual_seed(3)))
+    assert not torch.equal(a, proc.augment_proprio(proprio, torch.Generator().manual_seed(4)))
+    assert a.std().item() == pytest.approx(0.5, rel=0.02) and abs(a.mean().item()) < 0.01
+    assert torch.equal(proprio, torch.zeros(4096, 14)), "the input is not modified"
+    proc.save_pretrained(tmp_path)
+    assert VLAProcessor.from_pretrained(tmp_path).settings.proprio_noise == 0.5
+    with pytest.raises(ValueError, match="proprio_noise"):
+        make_config(proprio_noise=-0.1)

@@ -186,6 +186,23 @@ def test_yaml_unknown_key_is_a_clear_error(tmp_path):
     assert not (tmp_path / "y").exists()
 
 
+def test_bad_model_overrides_fail_when_the_config_is_built(tmp_path):
+    from train.train_config import TrainConfig
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_overrides: {proprio_nois: 0.5}\n")
+    with pytest.raises(ValueError, match=r"proprio_nois \(did you mean proprio_noise\?\)"):
+        TrainConfig.from_yaml(path, data=tmp_path, out=tmp_path / "r")
+    path.write_text("model_overrides: {proprio_noise: -1}\n")
+    with pytest.raises(ValueError, match="proprio_noise must be a finite std >= 0"):
+        TrainConfig.from_yaml(path, data=tmp_path, out=tmp_path / "r")
+    with pytest.raises(ValueError, match="needs use_proprio"):
+        TrainConfig(data=tmp_path, out=tmp_path / "r", proprio_noise=0.5)
+    with pytest.raises(ValueError, match="proprio_noise must be a finite std >= 0"):
+        TrainConfig(data=tmp_path, out=tmp_path / "r", use_proprio=True, proprio_noise=float("nan"))
+    assert not (tmp_path / "r").exists()
+
+
 def test_cli_train_from_yaml_then_resume(tmp_path, data3, capsys):
     from scripts.cli import main
 
@@ -262,3 +279,26 @@ def test_wandb_without_the_package_is_a_clear_error(tmp_path):
         pytest.skip("wandb is installed here")
     with pytest.raises(ValueError, match="wandb package is not installed"):
         micro_config(tmp_path, tmp_path / "run", wandb=True)
+
+
+def test_model_inputs_add_proprio_noise_only_in_training():
+    import torch
+
+    from policies.openvla.processor import VLAProcessor
+    from train.trainer import model_inputs
+
+    class _Proc:
+        """Image/text processing left out; VLAProcessor's proprio augmentation at std 0.5."""
+
+        settings = type("S", (), {"proprio_noise": 0.5})()
+        augment_proprio = VLAProcessor.augment_proprio
+
+        def __call__(self, images, instructions, train, generator):
+            return {}
+
+    batch = {"images": None, "instruction": ["x"] * 2, "actions": torch.zeros(2, 1, 14),
+             "action_is_pad": torch.zeros(2, 1, dtype=torch.bool), "proprio": torch.zeros(2, 14)}
+    cpu = torch.device("cpu")
+    noisy = model_inputs(batch, _Proc(), True, torch.Generator().manual_seed(0), cpu)["proprio"]
+    clean = model_inputs(batch, _Proc(), False, None, cpu)["proprio"]
+    assert torch.equal(clean, batch["proprio"]) and noisy.abs().min() > 0
