@@ -75,7 +75,9 @@ def probe(policy: Any, rows: Sequence[dict[str, Any]], shift: float) -> dict[int
     if shift == 0:
         raise ValueError("shift must be non-zero (m)")
     dims = list(XY_DIMS)
+    horizon = int(policy.metadata.chunk_size)
     per_t: dict[int, dict[str, list[float]]] = {}
+
     def last_action(row: dict[str, Any], proprio: np.ndarray) -> np.ndarray:
         obs = Observation(images=row["images"], proprio=proprio, instruction=[row["instruction"]])
         return np.asarray(policy.predict_action_chunk(obs), dtype=np.float64)[0, -1]
@@ -85,7 +87,6 @@ def probe(policy: Any, rows: Sequence[dict[str, Any]], shift: float) -> dict[int
         shifted = row["proprio"].copy()
         shifted[0, dims] += shift
         moved = (last_action(row, shifted)[dims] - base[dims]) / shift
-        horizon = int(policy.metadata.chunk_size)
         target = row["actions"][min(row["t"] + horizon - 1, len(row["actions"]) - 1)]
         err = [np.linalg.norm(base[dims[i:i + 2]] - target[dims[i:i + 2]]) * 100 for i in (0, 2)]
         acc = per_t.setdefault(row["t"], {"passthrough": [], "err": []})

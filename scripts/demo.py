@@ -39,8 +39,8 @@ class DemoConfig:
     eval_seeds: str | None = None
     """Benchmark seeds A:B, disjoint from the training seeds (default: 100000:100050, quick: 100000:100004)."""
     workers: int = 2
-    """Benchmark worker processes, each with cores/workers math threads. On the 2-core machine 2 workers step
-    ~1.5x as fast as 1 (10.3 vs 6.7 env steps/s with the tiny VLA and a head camera)."""
+    """Benchmark worker processes, each with cores/workers math threads. On the 2-core machine 2 workers run
+    1.4x the episodes/hour of 1 (benchmarks/results/harness.json: 326 vs 233, scripted, head camera)."""
     root: Path = Path(".")
     """Folder that receives data/, runs/ and results/."""
 

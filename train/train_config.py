@@ -217,8 +217,6 @@ class TrainConfig:
             close = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
             hints = ", ".join(f"{u} (did you mean {c[0]}?)" if c else u for u, c in close.items())
             raise ValueError(f"model_overrides: unknown VLAConfig field(s) {hints}")
-        if not 0 <= self.proprio_noise < float("inf"):
-            raise ValueError(f"proprio_noise must be a finite std >= 0, got {self.proprio_noise}")
         if self.proprio_noise and not self.use_proprio:
             raise ValueError(f"proprio_noise={self.proprio_noise} needs use_proprio (the model gets no proprio)")
         if self.base is None:
@@ -242,6 +240,8 @@ class TrainConfig:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.proprio_noise < float("inf"):
+            raise ValueError(f"proprio_noise must be a finite std >= 0, got {self.proprio_noise}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:

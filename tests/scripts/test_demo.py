@@ -10,7 +10,7 @@ import pytest
 from scripts import demo
 
 
-def _fake_run(calls: list[list[str]], root: Path):
+def _fake_run(calls: list[list[str]]):
     """Record each command; leave behind what the real `vla bench` would (results.json)."""
 
     def run(cmd: list[str]) -> None:
@@ -25,7 +25,7 @@ def _fake_run(calls: list[list[str]], root: Path):
 
 def test_quick_demo_runs_record_train_bench_gallery(tmp_path: Path, monkeypatch, capsys) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(demo, "run", _fake_run(calls, tmp_path))
+    monkeypatch.setattr(demo, "run", _fake_run(calls))
     assert demo.main(demo.DemoConfig(quick=True, root=tmp_path, workers=1)) == 0
     assert [c[1] for c in calls] == ["demos", "train", "bench", "gallery"]
     demos, train, bench, _ = calls
@@ -44,7 +44,7 @@ def test_a_rerun_resumes_training_and_the_benchmark(tmp_path: Path, monkeypatch)
     (tmp_path / "results/demo").mkdir(parents=True)
     (tmp_path / "results/demo/episodes.jsonl").write_text("")
     calls: list[list[str]] = []
-    monkeypatch.setattr(demo, "run", _fake_run(calls, tmp_path))
+    monkeypatch.setattr(demo, "run", _fake_run(calls))
     demo.main(demo.DemoConfig(root=tmp_path))
     train, bench = calls[1], calls[2]
     assert "--resume" in train and train[train.index("--steps") + 1] == "3000"
