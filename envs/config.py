@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from envs.layout import CAMERAS
+from envs.visuals import VisualQuality, check_visual_quality
 
 
 def parse_cameras(cameras: tuple[str, ...], field: str = "cameras") -> tuple[str, ...]:
@@ -69,11 +70,19 @@ class DemosConfig:
     from drift. 0 records the plain expert."""
     noise_correlation: float = 0.9
     """Per-step autocorrelation of that offset (an AR(1) process; 0.9 at 20 Hz drifts over ~0.5 s)."""
+    visual_quality: VisualQuality = "fast"
+    """Arm meshes the cameras see: fast (low-poly, ~10x cheaper CPU frames, same physics) or full (stock)."""
+    workers: int = 1
+    """Attempts run in this many processes (one env each); episodes are committed in seed order, so the folder is
+    the same for any N."""
     progress: bool = True
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
         self.cameras = parse_cameras(self.cameras)
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        check_visual_quality(self.visual_quality)
         if not 0.0 <= self.action_noise <= 0.05:
             raise ValueError(f"action_noise must be in [0, 0.05] m, got {self.action_noise}")
         if not 0.0 <= self.noise_correlation < 1.0:

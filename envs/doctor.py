@@ -156,6 +156,23 @@ def check_sapien(render_check: bool) -> list[Check]:
     return out
 
 
+def check_visuals() -> list[Check]:
+    """The committed low-poly arm meshes (``visual_quality fast``): intact and built from this ManiSkill's meshes."""
+    try:
+        from envs.visuals import lowpoly_manifest, stale_sources
+
+        counts = lowpoly_manifest()["faces_per_arm"]
+        stale = stale_sources()
+    except (ImportError, OSError, ValueError) as err:
+        return [Check("low-poly visuals", "fail", f"{type(err).__name__}: {err}",
+                      "restore envs/assets/panda_lowpoly (git checkout) or use --visual-quality full")]
+    if stale:
+        return [Check("low-poly visuals", "warn", f"built from other stock meshes than this ManiSkill's: {stale}",
+                      "rebuild: python -m envs.lowpoly_build (needs fast-simplification)")]
+    return [Check("low-poly visuals", "ok", f"{counts['lowpoly']} faces per arm (stock {counts['stock']}); "
+                                           "visual_quality fast is the default")]
+
+
 def check_devices() -> list[Check]:
     """CUDA for the VLA and ManiSkill's GPU simulator; ffmpeg for videos; Chromium for the gallery test."""
     out = []
@@ -168,6 +185,17 @@ def check_devices() -> list[Check]:
             out.append(Check("cuda", "ok", f"none (torch {torch.__version__}); CPU training and CPU simulation only"))
     except ImportError:
         out.append(Check("cuda", "fail", "torch not importable", "run scripts/setup.sh"))
+    try:
+        from envs.machine import bf16_probe, cpu_info
+
+        cpu = cpu_info()
+        out.append(Check("cpu", "ok", f"{cpu['model']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags']) or 'none'}"))
+        probe = bf16_probe()
+        use = "bf16" if probe.fast else "float32"
+        out.append(Check("bf16 probe", "ok", f"{probe.summary()}{' (cached)' if probe.cached else ''}; "
+                                             f"--mixed-precision auto and dtype=auto use {use} on this CPU"))
+    except ImportError:
+        pass
     try:
         import imageio_ffmpeg
 
@@ -185,7 +213,8 @@ def run_doctor(cfg) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    checks = check_packages() + check_vulkan() + check_sapien(cfg.render_check) + check_devices()
+    checks = (check_packages() + check_vulkan() + check_sapien(cfg.render_check) + check_visuals()
+              + check_devices())
     table = Table(title="vla doctor")
     for col in ("check", "status", "detail", "fix"):
         table.add_column(col, overflow="fold")

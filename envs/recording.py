@@ -18,12 +18,16 @@ unseen                    (m,)                str      held-out phrasings of thi
 
 Attributes: task, seed, control_mode, action_layout (JSON list), action_frame, cameras (JSON list), image_size,
 control_freq (Hz), sim_freq (Hz), instruction (the phrasing the env showed), num_steps, package_versions (JSON),
-format_version, success, expert. Images are stored one frame per HDF5 chunk with LZF compression (lossless;
+format_version, success, expert, action_noise, noise_correlation, visual_quality (fast | full: the arm meshes
+the cameras saw, ``envs.visuals``). Images are stored one frame per HDF5 chunk with LZF compression (lossless;
 reading one frame decompresses one chunk). Frames, actions and proprio follow ``envs.layout``.
 
-The folder also gets ``dataset.json``: task, cameras, image size, the episode list (file, seed, steps,
-instruction), attempts, failures and failed seeds. Every file is written to a temp name and renamed, so an
-interrupted run leaves only complete episodes; running the same command again continues where it stopped.
+The folder also gets ``dataset.json``: task, cameras, image size, visual quality, the episode list (file, seed,
+steps, instruction), attempts, failures and failed seeds. Attempt k uses seed ``seed_start + k``; a successful
+attempt is written to ``.pending/seed_{seed}.hdf5`` and renamed to the next ``episode_{i}.hdf5`` in seed order
+(``--workers N`` runs attempts in N processes and commits them in the same order, so the folder does not depend on
+N). Every file is written to a temp name and renamed, so an interrupted run leaves only complete episodes; running
+the same command again continues where it stopped.
 """
 
 from __future__ import annotations
@@ -120,14 +124,16 @@ def load_or_start_manifest(cfg: DemosConfig) -> dict:
     path = out / MANIFEST
     fresh = {
         "format_version": FORMAT_VERSION, "task": cfg.task, "cameras": list(cfg.cameras),
-        "image_size": cfg.image_size, "action_noise": cfg.action_noise, "control_mode": CONTROL_MODE,
+        "image_size": cfg.image_size, "action_noise": cfg.action_noise, "visual_quality": cfg.visual_quality,
+        "control_mode": CONTROL_MODE,
         "action_layout": list(ACTION_LAYOUT),
         "episodes": [], "attempts": 0, "failures": 0, "failed_seeds": [], "next_seed": cfg.seed_start,
         "created_at": _now(), "updated_at": _now(),
     }
     manifest = json.loads(path.read_text()) if path.exists() else fresh
     manifest.setdefault("action_noise", 0.0)
-    for key in ("task", "cameras", "image_size", "action_noise"):
+    manifest.setdefault("visual_quality", "full")  # folders recorded before low-poly visuals existed
+    for key in ("task", "cameras", "image_size", "action_noise", "visual_quality"):
         if manifest.get(key) != fresh[key]:
             raise ValueError(
                 f"{path}: folder holds {key}={manifest.get(key)!r} but this run asks for {fresh[key]!r}; "
@@ -204,28 +210,109 @@ def run_expert_episode(env, expert, seed: int, record: bool, action_noise: float
     return result
 
 
+PENDING_DIR = ".pending"
+"""Sub-folder where an attempt's episode file waits (named by seed) until it is committed in seed order."""
+
+
+def episode_attrs(cfg: DemosConfig, env, expert, seed: int, result: dict[str, Any], versions: dict) -> dict:
+    """The HDF5 attributes of one recorded episode (see the module docstring)."""
+    return {
+        "task": cfg.task, "seed": seed, "control_mode": CONTROL_MODE, "action_layout": list(ACTION_LAYOUT),
+        "action_frame": ACTION_FRAME, "cameras": list(cfg.cameras), "image_size": cfg.image_size,
+        "control_freq": int(env.unwrapped.control_freq), "sim_freq": int(env.unwrapped.sim_freq),
+        "instruction": result["instruction"], "num_steps": result["steps"], "package_versions": versions,
+        "format_version": FORMAT_VERSION, "success": True, "expert": type(expert).__name__,
+        "action_noise": cfg.action_noise, "noise_correlation": cfg.noise_correlation,
+        "visual_quality": cfg.visual_quality,
+    }
+
+
+def make_recording_env(cfg: DemosConfig):
+    """The env ``vla demos`` records with (cameras, image size, instruction split, visual quality of ``cfg``)."""
+    from envs.wrapper import make_env
+
+    return make_env(cfg.task, cameras=cfg.cameras, image_size=cfg.image_size, instruction_split=cfg.instruction_split,
+                    visual_quality=cfg.visual_quality)
+
+
+def attempt(cfg: DemosConfig, env, expert, seed: int, versions: dict) -> dict[str, Any]:
+    """Run the expert on ``seed``; a successful episode is written to ``OUT/.pending/seed_{seed}.hdf5``.
+
+    Returns ``{"seed", "success", "steps", "instruction", "pending"}`` (``pending``: the file, or None).
+    """
+    result = run_expert_episode(env, expert, seed, record=True, action_noise=cfg.action_noise,
+                                noise_correlation=cfg.noise_correlation)
+    pending = None
+    if result["success"]:
+        pending = cfg.out / PENDING_DIR / f"seed_{seed}.hdf5"
+        pending.parent.mkdir(exist_ok=True)
+        write_episode(pending, result["frames"], result["action"], result["proprio"], result["seen"],
+                      result["unseen"], episode_attrs(cfg, env, expert, seed, result, versions))
+    return {"seed": seed, "success": result["success"], "steps": result["steps"],
+            "instruction": result.get("instruction", ""), "pending": None if pending is None else str(pending)}
+
+
+def _sequential_attempts(cfg: DemosConfig, first_seed: int):
+    """Attempts of seeds first_seed, first_seed + 1, ... in this process (an infinite generator)."""
+    from envs.experts import make_expert
+
+    expert = make_expert(cfg.task)
+    env = make_recording_env(cfg)
+    versions = package_versions()
+    try:
+        seed = first_seed
+        while True:
+            yield attempt(cfg, env, expert, seed, versions)
+            seed += 1
+    finally:
+        env.close()
+
+
+def _commit(cfg: DemosConfig, manifest: dict, result: dict) -> None:
+    """Count one attempt (in seed order); a success becomes the next ``episode_{i}.hdf5``."""
+    seed = result["seed"]
+    manifest["attempts"] += 1
+    manifest["next_seed"] = seed + 1
+    if result["success"]:
+        name = f"episode_{len(manifest['episodes'])}.hdf5"
+        os.replace(result["pending"], cfg.out / name)
+        manifest["episodes"].append(
+            {"file": name, "seed": seed, "num_steps": result["steps"], "instruction": result["instruction"]})
+    else:
+        manifest["failures"] += 1
+        manifest["failed_seeds"].append(seed)
+    manifest["updated_at"] = _now()
+    _write_json(cfg.out / MANIFEST, manifest)
+
+
 def record_demos(cfg: DemosConfig) -> dict:
     """Record ``cfg.episodes`` successful episodes into ``cfg.out`` (see the module docstring); returns the manifest.
+
+    With ``cfg.workers > 1`` attempts run in that many processes (``envs.recording_pool``) and are committed in
+    seed order, so the folder is the same as with one worker.
 
     Raises:
         ValueError: unknown task, incompatible existing folder.
         RuntimeError: ``max_attempts`` reached before enough successes (what was recorded stays valid).
     """
+    import shutil
+
     from tqdm import tqdm
 
     from envs.experts import make_expert
+    from envs.recording_pool import parallel_attempts
     from envs.specs import get_task
-    from envs.wrapper import make_env
 
     get_task(cfg.task)
-    expert = make_expert(cfg.task)
+    make_expert(cfg.task)  # an unknown expert fails here, before any folder is touched
     cfg.out.mkdir(parents=True, exist_ok=True)
     manifest = load_or_start_manifest(cfg)
+    shutil.rmtree(cfg.out / PENDING_DIR, ignore_errors=True)  # attempts of an interrupted run, never committed
     max_attempts = cfg.max_attempts or 3 * cfg.episodes + 10
-    env = make_env(cfg.task, cameras=cfg.cameras, image_size=cfg.image_size, instruction_split=cfg.instruction_split)
-    versions = package_versions()
     bar = tqdm(total=cfg.episodes, initial=min(len(manifest["episodes"]), cfg.episodes), unit="episode",
                desc=f"{cfg.task}", disable=not cfg.progress, dynamic_ncols=True)
+    source = (_sequential_attempts(cfg, manifest["next_seed"]) if cfg.workers == 1
+              else parallel_attempts(cfg, manifest["next_seed"], max_attempts - manifest["attempts"]))
     try:
         while len(manifest["episodes"]) < cfg.episodes:
             if manifest["attempts"] >= max_attempts:
@@ -233,35 +320,13 @@ def record_demos(cfg: DemosConfig) -> dict:
                     f"{cfg.task}: {manifest['attempts']} attempts reached max_attempts={max_attempts} with "
                     f"{len(manifest['episodes'])}/{cfg.episodes} successes; failed seeds {manifest['failed_seeds']}"
                 )
-            seed = manifest["next_seed"]
-            result = run_expert_episode(env, expert, seed, record=True, action_noise=cfg.action_noise,
-                                        noise_correlation=cfg.noise_correlation)
-            manifest["attempts"] += 1
-            manifest["next_seed"] = seed + 1
-            if result["success"]:
-                index = len(manifest["episodes"])
-                name = f"episode_{index}.hdf5"
-                attrs = {
-                    "task": cfg.task, "seed": seed, "control_mode": CONTROL_MODE, "action_layout": list(ACTION_LAYOUT),
-                    "action_frame": ACTION_FRAME, "cameras": list(cfg.cameras), "image_size": cfg.image_size,
-                    "control_freq": int(env.unwrapped.control_freq), "sim_freq": int(env.unwrapped.sim_freq),
-                    "instruction": result["instruction"], "num_steps": result["steps"], "package_versions": versions,
-                    "format_version": FORMAT_VERSION, "success": True, "expert": type(expert).__name__,
-                    "action_noise": cfg.action_noise, "noise_correlation": cfg.noise_correlation,
-                }
-                write_episode(cfg.out / name, result["frames"], result["action"], result["proprio"],
-                              result["seen"], result["unseen"], attrs)
-                manifest["episodes"].append(
-                    {"file": name, "seed": seed, "num_steps": result["steps"], "instruction": result["instruction"]})
-                bar.update(1)
-            else:
-                manifest["failures"] += 1
-                manifest["failed_seeds"].append(seed)
-            manifest["updated_at"] = _now()
-            _write_json(cfg.out / MANIFEST, manifest)
+            result = next(source)
+            _commit(cfg, manifest, result)
+            bar.update(int(result["success"]))
             bar.set_postfix(attempts=manifest["attempts"], failures=manifest["failures"], steps=result["steps"])
     finally:
         bar.close()
-        env.close()
+        source.close()
+        shutil.rmtree(cfg.out / PENDING_DIR, ignore_errors=True)
     _write_json(cfg.out / MANIFEST, manifest)
     return manifest

@@ -14,6 +14,7 @@ import importlib
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +30,8 @@ from policies.base import EnvMetadata, check_compatible, make_policy
 
 RUN_CONFIG_FILE = "run_config.json"
 _OUTCOME_FIELDS = ("policy", "max_episode_steps", "image_size", "end_on_success", "post_success_steps",
-                   "n_action_steps", "temporal_ensemble_coeff", "instruction_split", "num_envs", "sim_backend")
+                   "n_action_steps", "temporal_ensemble_coeff", "instruction_split", "num_envs", "sim_backend",
+                   "visual_quality")
 """Settings a resumed run must share with the run it continues (tasks, seeds, workers and videos may change)."""
 _WEIGHTS_FIELD = "policy_sha256"
 """The policy's weights digest (``PolicyMetadata.extra["sha256"]``, checkpoint policies): a resumed run must use
@@ -83,17 +85,17 @@ def resolve(cfg: BenchConfig, meta: Any, env_factory: Callable[..., Any] | None,
     settings = RunSettings(
         policy_factory=policy_factory, env_factory=env_factory, out=cfg.out, max_episode_steps=steps,
         cameras=cameras, policy_cameras=tuple(meta.cameras), video_cameras=video_cams, image_size=int(image_size),
-        video=cfg.video, end_on_success=cfg.end_on_success, post_success_steps=cfg.post_success_steps,
+        video=cfg.video, video_stride=cfg.video_stride, end_on_success=cfg.end_on_success, post_success_steps=cfg.post_success_steps,
         n_action_steps=cfg.n_action_steps, temporal_ensemble_coeff=cfg.temporal_ensemble_coeff,
         instruction_split=cfg.instruction_split, num_envs=cfg.num_envs, sim_backend=cfg.sim_backend,
-        render_backend=cfg.render_backend, episode_timeout=cfg.episode_timeout,
+        render_backend=cfg.render_backend, visual_quality=cfg.visual_quality, episode_timeout=cfg.episode_timeout,
     )
     outcome = {
         "policy": cfg.policy, "max_episode_steps": steps, "cameras": list(cameras), "image_size": int(image_size),
         "end_on_success": cfg.end_on_success, "post_success_steps": cfg.post_success_steps,
         "n_action_steps": cfg.n_action_steps, "temporal_ensemble_coeff": cfg.temporal_ensemble_coeff,
         "instruction_split": cfg.instruction_split, "num_envs": cfg.num_envs, "sim_backend": cfg.sim_backend,
-        "video": cfg.video, "video_cameras": list(video_cams), "tasks": list(tasks), "seeds": seeds,
+        "visual_quality": cfg.visual_quality, "video": cfg.video, "video_stride": cfg.video_stride, "video_cameras": list(video_cams), "tasks": list(tasks), "seeds": seeds,
         _WEIGHTS_FIELD: dict(meta.extra or {}).get("sha256"),
     }
     return ResolvedRun({t: list(seeds) for t in tasks}, settings, outcome)
@@ -101,7 +103,13 @@ def resolve(cfg: BenchConfig, meta: Any, env_factory: Callable[..., Any] | None,
 
 def check_before_run(meta: Any, run: ResolvedRun) -> None:
     """Raise ``PolicyMismatchError`` when the policy does not fit any task of the run (before any episode), or
-    ValueError when ``num_envs > 1`` is asked for ManiSkill without CUDA."""
+    ValueError when ``num_envs > 1`` is asked for ManiSkill without CUDA. Warns when the policy was trained on
+    frames of another visual quality (a domain shift: low-poly vs stock arm meshes)."""
+    trained = list(dict(meta.extra or {}).get("trained_visual_quality") or ())
+    if trained and run.settings.visual_quality not in trained:
+        warnings.warn(f"{meta.name} was trained on frames rendered with visual_quality {trained}, but this run renders "
+                      f"{run.settings.visual_quality!r}: expect lower success (pass --visual-quality {trained[0]})",
+                      stacklevel=2)
     for task in run.seeds:
         check_compatible(meta, EnvMetadata(task=task, cameras=run.settings.cameras, image_size=run.settings.image_size))
     if run.settings.num_envs > 1 and getattr(run.settings.env_factory, "__module__", "") == "envs.wrapper":

@@ -94,6 +94,10 @@ class ChunkExecutor:
         """Return the (B, A) float32 action for the current step, calling ``policy.predict_action_chunk(obs)``
         when the mode requires it.
 
+        ``obs`` is the current Observation, or a zero-argument callable that builds it: the callable is called
+        only on steps that query the policy (so the harness renders the policy's cameras only then), and outside
+        the inference timer.
+
         Raises:
             ValueError: the policy returned a chunk of the wrong shape or a non-float dtype (never padded or
                 truncated).
@@ -115,6 +119,8 @@ class ChunkExecutor:
         return action
 
     def _predict(self, policy: Any, obs: Any) -> np.ndarray:
+        if callable(obs):
+            obs = obs()
         t0 = time.perf_counter()
         chunk = policy.predict_action_chunk(obs)
         self.last_inference_s = time.perf_counter() - t0

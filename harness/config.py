@@ -11,6 +11,7 @@ from typing import Literal
 
 from envs.config import parse_cameras
 from envs.specs import TASKS, get_task
+from envs.visuals import VisualQuality, check_visual_quality
 
 VideoMode = Literal["all", "failures", "none"]
 
@@ -105,6 +106,10 @@ class BenchConfig:
     """Write one mp4 per episode: all, failures (failed and errored episodes only) or none."""
     video_cameras: tuple[str, ...] = ()
     """Cameras tiled in the videos (default: the policy's cameras, else the benchmark's, else head)."""
+    video_stride: int = 1
+    """Keep every k-th step in videos (plus the last), played at 20/k fps: fewer rendered frames per episode."""
+    visual_quality: VisualQuality = "fast"
+    """Arm meshes the cameras see: fast (low-poly, ~10x cheaper CPU frames, same physics) or full (stock)."""
     image_size: int | None = None
     """Rendered image side in px (default: the policy's image size, else the benchmark's, else 128)."""
     instruction_split: Literal["seen", "unseen"] = "seen"
@@ -127,6 +132,7 @@ class BenchConfig:
         self.out = Path(self.out)
         self.tasks = parse_tasks(tuple(self.tasks))
         self.video_cameras = parse_cameras(tuple(self.video_cameras), "video_cameras")
+        check_visual_quality(self.visual_quality)
         if self.benchmark is None and not (self.tasks and self.seeds is not None):
             raise ValueError("give --benchmark NAME, or both --tasks and --seeds")
         if self.benchmark is not None and (self.tasks or self.seeds is not None):
@@ -141,6 +147,7 @@ class BenchConfig:
             "workers": (self.workers >= 1, ">= 1"),
             "num_envs": (self.num_envs >= 1, ">= 1"),
             "post_success_steps": (self.post_success_steps >= 0, ">= 0"),
+            "video_stride": (self.video_stride >= 1, ">= 1"),
             "max_episode_steps": (self.max_episode_steps is None or self.max_episode_steps >= 1, ">= 1"),
             "n_action_steps": (self.n_action_steps is None or self.n_action_steps >= 1, ">= 1"),
             "temporal_ensemble_coeff": (self.temporal_ensemble_coeff is None or self.temporal_ensemble_coeff >= 0,

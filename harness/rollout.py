@@ -6,6 +6,11 @@ B > 1), then steps until the episode ends (``RunSettings`` docstring). The polic
 :class:`Observation` holding only its own cameras, and the privileged state only when its metadata says
 ``uses_privileged_state`` -- a policy that writes into it raises, which records an ``error``.
 
+Rendering on demand: env images are lazy (``envs.wrapper.LazyImages``), and the rollout reads a camera only when
+something consumes the frame: the policy's cameras when the chunk executor queries the policy (open loop k: once
+per k steps), the video cameras on the steps a video keeps (every ``video_stride``-th step, plus the first and
+the last). The per-step ``observation`` timing includes the rendering done for that step.
+
 An exception from the env or the policy ends the item's unfinished episodes with status ``error`` (the
 traceback tail in ``error``); episodes already finished in that item keep their results. The exception is not
 a failure and is never re-raised: the run goes on (the caller rebuilds the env).
@@ -38,7 +43,8 @@ class RunSettings:
     Attributes:
         policy_factory: () -> Policy; called once per process (module-level callable or functools.partial).
         env_factory: called as ``env_factory(task, cameras=, image_size=, num_envs=, instruction_split=,
-            max_episode_steps=, sim_backend=, render_backend=)`` (``envs.wrapper.make_env``'s signature).
+            max_episode_steps=, sim_backend=, render_backend=, visual_quality=)`` (``envs.wrapper.make_env``'s
+            signature).
         out: the output folder (videos go to out/videos).
         max_episode_steps: task -> episode length limit in control steps.
         cameras: cameras every env renders (policy cameras + video cameras).
@@ -46,10 +52,11 @@ class RunSettings:
         video_cameras: cameras tiled in the videos.
         image_size: rendered image side, px.
         video: "all" | "failures" (failed and errored episodes) | "none".
+        video_stride: keep every k-th frame in videos (plus the first and last; played at 20 / k fps).
         end_on_success: end an episode ``post_success_steps`` steps after its first success.
         post_success_steps: see above (>= 0).
         n_action_steps, temporal_ensemble_coeff: chunk execution (``harness.chunking.ChunkExecutor``).
-        instruction_split, num_envs, sim_backend, render_backend: passed to the env factory.
+        instruction_split, num_envs, sim_backend, render_backend, visual_quality: passed to the env factory.
         episode_timeout: wall-clock seconds per work item, or None (enforced by the worker pool).
     """
 
@@ -62,6 +69,7 @@ class RunSettings:
     video_cameras: tuple[str, ...]
     image_size: int
     video: str = "all"
+    video_stride: int = 1
     end_on_success: bool = True
     post_success_steps: int = 10
     n_action_steps: int | None = None
@@ -70,6 +78,7 @@ class RunSettings:
     num_envs: int = 1
     sim_backend: str = "auto"
     render_backend: str = "gpu"
+    visual_quality: str = "fast"
     episode_timeout: float | None = None
 
 
@@ -129,12 +138,19 @@ def _env_timing(env: Any, fallback_s: float) -> tuple[float, float]:
     return float(timing.get("simulation", 0.0)), float(timing.get("observation", 0.0))
 
 
+def _render_s(env: Any) -> float:
+    """Seconds the env has spent rendering so far (0 for envs that do not count it)."""
+    return float(getattr(env, "render_seconds", 0.0))
+
+
 def _step_all(env, policy, executor, eps: list[_Episode], settings: RunSettings, task: str, obs: dict) -> None:
     """Step the env until every episode in ``eps`` has ended (mutates ``eps``)."""
     max_steps = int(settings.max_episode_steps[task])
     privileged = bool(policy.metadata.uses_privileged_state)
     for t in range(1, max_steps + 1):
-        action = executor.act(policy, policy_observation(obs, settings.policy_cameras, privileged))
+        rendered_before = _render_s(env)
+        current = obs
+        action = executor.act(policy, lambda: policy_observation(current, settings.policy_cameras, privileged))
         inference_s = executor.last_inference_s
         t0 = time.perf_counter()
         obs, _, _, truncated, info = env.step(action)
@@ -147,19 +163,22 @@ def _step_all(env, policy, executor, eps: list[_Episode], settings: RunSettings,
             if inference_s is not None:
                 ep.calls += 1
                 ep.timings["inference"].append(inference_s)
-            ep.timings["simulation"].append(sim_s)
-            ep.timings["observation"].append(obs_s)
             ep.success_at_end = bool(success[i])
             if ep.success_at_end and ep.first_success is None:
                 ep.first_success = t
-            if ep.frames is not None:
-                ep.frames.add(obs["images"], i, t, ep.first_success is not None)
             done_after_success = (
                 settings.end_on_success and ep.first_success is not None
                 and t >= ep.first_success + settings.post_success_steps
             )
             if done_after_success or t >= max_steps or bool(np.asarray(truncated).reshape(-1)[i]):
                 ep.active = False
+            if ep.frames is not None and (t % settings.video_stride == 0 or not ep.active):
+                ep.frames.add(obs["images"], i, t, ep.first_success is not None)
+        render_s = _render_s(env) - rendered_before
+        for ep in eps:
+            if ep.length == t:
+                ep.timings["simulation"].append(sim_s)
+                ep.timings["observation"].append(obs_s + render_s)
         if not any(ep.active for ep in eps):
             return
 
@@ -187,14 +206,16 @@ def rollout(env: Any, policy: Any, executor: Any, task: str, seeds: Sequence[int
         t0 = time.perf_counter()
         obs, _ = env.reset(seed=padded if num_envs > 1 else padded[0])
         sim_s, obs_s = _env_timing(env, time.perf_counter() - t0)
+        rendered_before = _render_s(env)
         for i, ep in enumerate(eps):
             ep.instruction = str(obs["instruction"][i])
-            ep.timings["simulation"].append(sim_s)
-            ep.timings["observation"].append(obs_s)
             if settings.video != "none":
                 info = OverlayInfo(task, ep.seed, ep.instruction, int(settings.max_episode_steps[task]))
-                ep.frames = EpisodeFrames(info, tuple(settings.video_cameras))
+                ep.frames = EpisodeFrames(info, tuple(settings.video_cameras), stride=settings.video_stride)
                 ep.frames.add(obs["images"], i, 0, False)
+        for ep in eps:
+            ep.timings["simulation"].append(sim_s)
+            ep.timings["observation"].append(obs_s + _render_s(env) - rendered_before)
         _step_all(env, policy, executor, eps, settings, task, obs)
     except Exception as err:  # recorded as status "error" with its traceback (not hidden, not a failure)
         text = f"{type(err).__name__}: {err}\n" + "".join(traceback.format_exc())[-MAX_ERROR_CHARS:]

@@ -80,7 +80,7 @@ class EpisodeRunner:
             env = s.env_factory(
                 task, cameras=s.cameras, image_size=s.image_size, num_envs=s.num_envs,
                 instruction_split=s.instruction_split, max_episode_steps=s.max_episode_steps[task],
-                sim_backend=s.sim_backend, render_backend=s.render_backend,
+                sim_backend=s.sim_backend, render_backend=s.render_backend, visual_quality=s.visual_quality,
             )
             try:
                 check_compatible(self.policy.metadata, env_metadata(env))

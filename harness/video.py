@@ -2,6 +2,8 @@
 
 One file per episode, ``OUT/videos/{task}--seed{seed}--{success|failure|error}.mp4`` (H.264, yuv420p, 20 fps =
 the control frequency). Frame 0 is the observation after ``env.reset``; frame t the observation after step t.
+With ``--video-stride k`` only every k-th step is kept (plus the last one) and the video plays at 20 / k fps, so
+it still runs in real time; the overlay shows each frame's step.
 Each frame shows the rendered cameras side by side (in the order given; images smaller than 256 px are
 upscaled by an integer factor, nearest neighbour, so the text stays legible) above a text band: task, seed,
 step / max steps, the instruction (wrapped) and the success flag. Encoding runs in a background thread
@@ -106,6 +108,8 @@ class EpisodeFrames:
 
     info: OverlayInfo
     cameras: tuple[str, ...]
+    stride: int = 1
+    """Control steps between kept frames (the video's fps is FPS / stride)."""
     frames: list[np.ndarray] = dataclasses.field(default_factory=list)
     steps: list[int] = dataclasses.field(default_factory=list)
     success: list[bool] = dataclasses.field(default_factory=list)
@@ -125,7 +129,7 @@ def encode_episode(frames: EpisodeFrames, path: Path, error: bool = False) -> Pa
     partial = path.parent / PARTIAL_DIR / path.name
     partial.parent.mkdir(parents=True, exist_ok=True)
     writer = imageio.get_writer(
-        partial, format="FFMPEG", fps=FPS, codec="libx264", pixelformat="yuv420p", macro_block_size=1,
+        partial, format="FFMPEG", fps=FPS / max(1, frames.stride), codec="libx264", pixelformat="yuv420p", macro_block_size=1,
         ffmpeg_log_level="error", ffmpeg_params=["-preset", "veryfast", "-threads", "1", "-movflags", "+faststart"],
     )
     try:

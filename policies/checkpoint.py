@@ -2,6 +2,11 @@
 
     policy = make_policy("checkpoint:runs/demo/checkpoints/last")
     chunk = policy.predict_action_chunk(obs)        # (B, H, 14) float32, absolute env actions
+    make_policy("checkpoint:runs/demo/checkpoints/last?dtype=auto")   # float32 (default) | bfloat16 | auto
+
+Inference dtype: ``float32`` by default (results then do not depend on the CPU kind); ``bfloat16``; or ``auto``,
+bf16 on a CUDA device with bf16 support or on a CPU where ``envs.machine.bf16_probe`` measures bf16 faster, else
+float32. Asking for ``bfloat16`` on a CPU where it is slow warns with the measured ratio.
 
 Per call: the policy's cameras are stacked in the checkpoint's view order (B, V, H, W, 3) and preprocessed by the
 checkpoint's processor in eval mode (resize, center crop when trained with crops, the two normalizations, the
@@ -78,7 +83,8 @@ class CheckpointPolicy:
             image_size=_square_size(data.get("image_size")),
             # A language-conditioned VLA may be rolled out on any task (e.g. to measure transfer); the tasks it was
             # trained on are recorded, not enforced.
-            extra={"trained_tasks": list(data.get("tasks") or ()), "norm_mode": self.norm_mode, "action_key": self.action_key, "unnorm_key": config.get("unnorm_key"),
+            extra={"trained_tasks": list(data.get("tasks") or ()), "trained_visual_quality": list(data.get("visual_quality") or ()),
+                   "norm_mode": self.norm_mode, "action_key": self.action_key, "unnorm_key": config.get("unnorm_key"),
                    "step": config.get("step"), **(extra or {})},
         )
 
@@ -99,6 +105,7 @@ class CheckpointPolicy:
             raise FileNotFoundError(f"checkpoint:{path}: not a directory")
         resolved = given.resolve()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = resolve_dtype(dtype, device)
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         model, processor, stats, config = load_checkpoint_model(resolved, device=device, dtype=torch_dtype)
         extra = {"checkpoint_path": str(resolved), "sha256": checkpoint_digest(resolved), "device": device, "dtype": dtype}
@@ -136,8 +143,50 @@ class CheckpointPolicy:
         return actions.astype(np.float32)
 
 
+DTYPES = ("float32", "bfloat16", "auto")
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``float32`` | ``bfloat16`` for ``dtype`` in :data:`DTYPES` on ``device`` (see the module docstring).
+
+    Raises:
+        ValueError: an unknown dtype.
+    """
+    from envs.machine import resolve_precision
+
+    if dtype not in DTYPES:
+        raise ValueError(f"checkpoint policy dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if dtype == "float32":
+        return dtype
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    precision, _ = resolve_precision("bf16" if dtype == "bfloat16" else "auto", kind)
+    return "bfloat16" if precision == "bf16" else "float32"
+
+
+def split_spec_options(arg: str) -> tuple[str, dict[str, str]]:
+    """``PATH?key=value&key2=value2`` -> (PATH, {key: value}); a PATH without ``?`` has no options.
+
+    Raises:
+        ValueError: an option without ``=``.
+    """
+    path, sep, query = arg.partition("?")
+    options: dict[str, str] = {}
+    for part in filter(None, query.split("&")) if sep else ():
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ValueError(f"checkpoint:{arg}: option {part!r} must be key=value")
+        options[key] = value
+    return path, options
+
+
 @register_policy("checkpoint")
 def _make_checkpoint_policy(arg: str | None, **kwargs: Any) -> CheckpointPolicy:
+    """``checkpoint:PATH`` or ``checkpoint:PATH?dtype=float32|bfloat16|auto``."""
     if not arg:
         raise ValueError("checkpoint policy needs a path: checkpoint:RUN/checkpoints/last")
-    return CheckpointPolicy.from_dir(arg, device=kwargs.get("device"), dtype=kwargs.get("dtype", "float32"))
+    path, options = split_spec_options(arg)
+    unknown = sorted(set(options) - {"dtype"})
+    if unknown:
+        raise ValueError(f"checkpoint:{arg}: unknown option(s) {unknown}; known: ['dtype']")
+    dtype = options.get("dtype", kwargs.get("dtype", "float32"))
+    return CheckpointPolicy.from_dir(path, device=kwargs.get("device"), dtype=dtype)

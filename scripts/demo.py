@@ -39,8 +39,8 @@ class DemoConfig:
     eval_seeds: str | None = None
     """Benchmark seeds A:B, disjoint from the training seeds (default: 100000:100050, quick: 100000:100004)."""
     workers: int = 2
-    """Benchmark worker processes, each with cores/workers math threads. On the 2-core machine 2 workers run
-    1.4x the episodes/hour of 1 (benchmarks/results/harness.json: 326 vs 233, scripted, head camera)."""
+    """Worker processes of the recording and of the benchmark, each with cores/workers math threads (recording:
+    benchmarks/results/recording.json; benchmark: benchmarks/results/harness.json)."""
     root: Path = Path(".")
     """Folder that receives data/, runs/ and results/."""
 
@@ -84,7 +84,7 @@ def main(cfg: DemoConfig) -> int:
 
     print(f"1/4 record {cfg.episodes} scripted-expert demos of {cfg.task}")
     run([*vla, "demos", "--task", cfg.task, "--episodes", str(cfg.episodes), "--out", str(data), "--image-size",
-         "128", "--cameras", ",".join(cameras), "--seed-start", "10000"])
+         "128", "--cameras", ",".join(cameras), "--seed-start", "10000", "--workers", str(cfg.workers)])
 
     print(f"2/4 train the tiny VLA for {steps} steps ({cfg.recipe.name})")
     done = _trained_step(run_dir)

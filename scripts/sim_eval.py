@@ -4,7 +4,7 @@ train/ must not import harness/, so the CLI layer (the one place allowed to impo
 hook: at every evaluation step the trainer hands over its CURRENT in-memory model, processor, norm stats and
 config; they are wrapped as a :class:`policies.checkpoint.CheckpointPolicy` (no checkpoint round trip) and
 rolled out with the harness on the named benchmark, in-process, into ``RUN/eval/step_{N}/`` (episodes.jsonl,
-results.json). The returned success rates are logged by the trainer under ``eval/`` (TensorBoard, metrics.jsonl).
+results.json), with the visual quality the training frames were rendered with. The returned success rates are logged by the trainer under ``eval/`` (TensorBoard, metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def make_sim_evaluator(benchmark: str, run_dir: Path, video: str = "none",
         model, processor, stats, config = factory()
         policy = CheckpointPolicy(model, processor, stats, config, name=f"in-loop:{run_dir.name}@{step}")
         out = Path(run_dir) / "eval" / f"step_{step}"
+        trained = list(policy.metadata.extra.get("trained_visual_quality") or ["fast"])
         cfg = BenchConfig(policy=policy.metadata.name, benchmark=benchmark, out=out, video=video, resume=out.exists(),
-                          max_episode_steps=max_episode_steps, progress=False)
+                          max_episode_steps=max_episode_steps, progress=False, visual_quality=trained[0])
         run_bench(cfg, policy_factory=lambda: policy)
         results = json.loads((out / "results.json").read_text())
         metrics = {"success_rate": results["overall"]["success_rate"] or 0.0}

@@ -129,6 +129,14 @@ class DatasetSummary:
         """Distinct ``task`` attributes, sorted (empty when no file has one)."""
         return tuple(sorted({str(e.attrs["task"]) for e in self.episodes if e.attrs.get("task")}))
 
+    @property
+    def visual_qualities(self) -> tuple[str, ...]:
+        """Distinct simulator visual qualities the frames were rendered with (``envs.visuals``), sorted: the
+        ``visual_quality`` attribute, "full" for files of ``vla demos`` older than that attribute (stock meshes),
+        nothing for files from elsewhere."""
+        found = {e.attrs.get("visual_quality") or ("full" if "expert" in e.attrs else None) for e in self.episodes}
+        return tuple(sorted(str(v) for v in found if v))
+
 
 def find_episode_files(data_dir: str | Path) -> list[tuple[int, Path]]:
     """``(index, path)`` of every ``episode_{i}.hdf5`` in ``data_dir``, sorted by the integer i.

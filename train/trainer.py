@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from envs.machine import resolve_precision
 from policies.normalization import NormStats, save_dataset_statistics
 from train.checkpointing import (CHECKPOINTS_DIR, ResumeError, TrainingState, capture_rng, checkpoint_config,
                                  find_resume_checkpoint, remove_stale_temporaries, write_checkpoint)
@@ -127,9 +128,9 @@ def _make_accelerator(cfg: TrainConfig):
     if cfg.device == "cuda" and not cuda:
         raise ValueError("device='cuda' but torch sees no CUDA device")
     use_cpu = cfg.device == "cpu" or not cuda
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if (not use_cpu and torch.cuda.is_bf16_supported()) else "no"
+    precision, reason = resolve_precision(cfg.mixed_precision, "cpu" if use_cpu else "cuda")
+    if cfg.progress or cfg.mixed_precision != precision:
+        print(f"mixed precision: {precision} ({reason})", file=sys.stderr)
     # accelerate keeps its state in process-wide singletons; a second train() in the same process (tests, notebooks,
     # benchmarks) may use another precision. The PartialState (process group) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -173,7 +174,8 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
     if ckpt is not None:
         start = restore_training_state(ckpt, optimizer, scheduler, accelerator, len(train_ds), cfg)
     data_info = {**_jsonable(dataclasses.asdict(dcfg)), "image_size": list(prepared.summary.image_size),
-                 "tasks": list(prepared.summary.tasks), "train_episodes": [e.index for e in prepared.train_episodes],
+                 "tasks": list(prepared.summary.tasks), "visual_quality": list(prepared.summary.visual_qualities),
+                 "train_episodes": [e.index for e in prepared.train_episodes],
                  "val_episodes_used": [e.index for e in prepared.val_episodes]}
     if accelerator.is_main_process:
         save_dataset_statistics(cfg.out / "dataset_statistics.json", {prepared.unnorm_key: prepared.norm_stats})

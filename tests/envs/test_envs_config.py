@@ -47,6 +47,8 @@ def test_cameras_accept_commas_and_reject_unknown():
         ({"seed_start": -1}, "seed_start must be >= 0"),
         ({"max_attempts": 1, "episodes": 2}, "max_attempts"),
         ({"instruction_split": "both"}, "instruction_split"),
+        ({"workers": 0}, "workers must be >= 1, got 0"),
+        ({"visual_quality": "low"}, r"visual_quality must be one of \['fast', 'full'\], got 'low'"),
     ],
 )
 def test_demos_config_validation(tmp_path, kwargs, message):

@@ -27,7 +27,8 @@ class FakeEnv:
 
     def __init__(self, task: str, cameras: Sequence[str] = (), image_size: int = 16, num_envs: int = 1,
                  instruction_split: str = "seen", max_episode_steps: int | None = None, sim_backend: str = "auto",
-                 render_backend: str = "gpu", fail_seeds: Sequence[int] = (), fail_at_step: int = 3,
+                 render_backend: str = "gpu", visual_quality: str = "fast", fail_seeds: Sequence[int] = (),
+                 fail_at_step: int = 3,
                  hang_seeds: Sequence[int] = (), hang_s: float = 60.0, step_sleep: float = 0.0):
         self.task, self.cameras, self.image_size = task, tuple(cameras), int(image_size)
         self.num_envs = int(num_envs)
@@ -215,3 +216,36 @@ def make_flaky_maniskill_env(task: str, fail_seed: int = 1, fail_at_step: int = 
     from envs.wrapper import make_env
 
     return _FlakyStep(make_env(task, **kwargs), fail_seed, fail_at_step)
+
+
+class HoldPolicy:
+    """Reads its cameras' pixels (as a VLA would) and holds the arms still: every chunk row = current proprio."""
+
+    def __init__(self, chunk_size: int = 8, cameras: tuple[str, ...] = ("head",), image_size: int | None = 32):
+        self.metadata = PolicyMetadata(name="hold", cameras=cameras, chunk_size=chunk_size, image_size=image_size)
+        self.pixel_sums: list[int] = []
+
+    def reset(self) -> None:
+        pass
+
+    def predict_action_chunk(self, obs: Observation) -> np.ndarray:
+        self.pixel_sums.append(int(sum(np.asarray(obs.images[c]).sum() for c in self.metadata.cameras)))
+        row = np.asarray(obs.proprio, np.float32)
+        return np.repeat(row[:, None, :], self.metadata.chunk_size, axis=1)
+
+
+def make_hold_policy(**kwargs) -> HoldPolicy:
+    return HoldPolicy(**kwargs)
+
+
+BUILT_ENVS: list = []
+"""Envs made by :func:`make_counted_maniskill_env` in this process (their render_counts are read by tests)."""
+
+
+def make_counted_maniskill_env(task: str, **kwargs):
+    """The real ManiSkill env, remembered in BUILT_ENVS so a test can count its renders after a run."""
+    from envs.wrapper import make_env
+
+    env = make_env(task, **kwargs)
+    BUILT_ENVS.append(env)
+    return env

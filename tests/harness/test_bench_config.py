@@ -41,6 +41,8 @@ def test_bench_config_validation(tmp_path: Path) -> None:
         (dict(benchmark="smoke", retry_errors=True), "--resume"),
         (dict(benchmark="smoke", video_cameras=("top",)), "video_cameras: unknown"),
         (dict(benchmark="smoke", env_factory="nocolon"), "module:function"),
+        (dict(benchmark="smoke", video_stride=0), "video_stride must be >= 1, got 0"),
+        (dict(benchmark="smoke", visual_quality="hi"), "visual_quality must be one of"),
     ]
     for kw, msg in cases:
         with pytest.raises(ValueError, match=msg):

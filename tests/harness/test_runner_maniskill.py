@@ -133,3 +133,30 @@ def test_gpu_sub_envs_batched(tmp_path: Path) -> None:
     for key, rec in gpu.items():
         assert rec["status"] == "ok" and rec["success_once"], rec
         assert rec["instruction"] == cpu[key]["instruction"], "each sub-env was reset with its own seed"
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("video,stride,renders", [("none", 1, 2 * 5), ("all", 1, 2 * 41), ("all", 8, 2 * 6)])
+def test_cameras_render_only_when_consumed(tmp_path: Path, video: str, stride: int, renders: int) -> None:
+    """Open-loop chunks of 8 over 40 steps: without video the policy's camera renders once per query (5 of 40
+    steps: 1/8); a video with stride 1 keeps frames 0..40 (the queries reuse them); stride 8 keeps 0, 8, .., 40."""
+    import fakes
+
+    fakes.BUILT_ENVS.clear()
+    cfg = _cfg(tmp_path / "o", n_action_steps=8, video=video, video_stride=stride, max_episode_steps=40,
+               image_size=32)
+    assert run_bench(cfg, env_factory=fakes.make_counted_maniskill_env, policy_factory=fakes.make_hold_policy) == 0
+    (env,) = fakes.BUILT_ENVS
+    records = list(_records(tmp_path / "o").values())
+    steps = sum(r["episode_len"] for r in records)
+    calls = sum(r["policy_calls"] for r in records)
+    assert steps == 2 * 40 and calls == 2 * 5, (steps, calls)
+    assert env.render_counts["head"] == renders, f"{env.render_counts['head']} head renders for {steps} steps"
+    if video == "all":
+        (video_file,) = {r["video"] for r in records if r["seed"] == 0}
+        import imageio.v2 as imageio
+
+        with imageio.get_reader(tmp_path / "o" / video_file) as reader:
+            count = sum(1 for _ in reader)
+            fps = reader.get_meta_data()["fps"]
+        assert (count, fps) == (renders // 2, 20.0 / stride), "frames and fps of the video"

@@ -29,12 +29,14 @@ def write_dataset(folder: Path, episodes: int = 3, num_steps: int = 20) -> Path:
 
 
 def micro_config(data: Path, out: Path, **overrides: Any):
-    """A TrainConfig of the micro model: 4 steps of 4 samples, chunk 4, proprio, no workers, 1 thread."""
+    """A TrainConfig of the micro model: 4 steps of 4 samples, chunk 4, proprio, no workers, 1 thread, float32
+    (``auto`` would pick bf16 on CPUs where it is fast, and the tests must not depend on the CPU kind)."""
     from train.train_config import TrainConfig
 
     kwargs: dict[str, Any] = dict(
         data=data, out=out, steps=4, batch_size=4, chunk_size=4, use_proprio=True, model_overrides=MICRO,
         num_workers=0, log_every=1, save_every=2, val_every=2, val_batches=2, progress=False, threads=1,
+        mixed_precision="no",
     )
     kwargs.update(overrides)
     return TrainConfig(**kwargs)
