@@ -57,19 +57,24 @@ def _end(first: int | None, t: int, max_steps: int, post: int = 10) -> bool:
     return (first is not None and t >= first + post) or t >= max_steps
 
 
-def raw_rollouts(env, task: str, seeds, max_steps: int) -> tuple[float, int]:
-    """Bare loop: expert + env.step with the harness's episode-end rule; returns (wall s, steps)."""
+def raw_rollouts(env, task: str, seeds, max_steps: int, read: tuple = ()) -> tuple[float, int]:
+    """Bare loop: expert + env.step with the harness's episode-end rule, reading the images of ``read`` after
+    every reset/step (images are rendered when read, as the harness's videos read them); returns (wall s, steps)."""
     from envs.experts import make_expert
 
     steps, start = 0, time.perf_counter()
     for seed in seeds:
         obs, _ = env.reset(seed=seed)
+        for camera in read:
+            obs["images"][camera]
         expert = make_expert(task)
         expert.reset()
         first = None
         for t in range(1, max_steps + 1):
             a = expert.act({"privileged": {k: v[0] for k, v in obs["privileged"].items()}, "proprio": obs["proprio"][0]})
             obs, _, _, _, info = env.step(a)
+            for camera in read:
+                obs["images"][camera]
             steps += 1
             if first is None and bool(info["success"][0]):
                 first = t
@@ -119,7 +124,8 @@ def measure_overhead(cfg: HarnessBenchConfig, cameras: tuple, video: str) -> dic
             runner.env_for(task).reset(seed=0)  # build + warm up
         for _ in range(cfg.rounds):
             for task, seed in episodes:
-                w_raw, n_raw = raw_rollouts(runner.envs[task], task, (seed,), steps_by_task[task])
+                read = cameras if video != "none" else ()  # what the harness renders: the video's cameras
+                w_raw, n_raw = raw_rollouts(runner.envs[task], task, (seed,), steps_by_task[task], read)
                 w_har, n_har, acc = harness_rollouts(runner, task, (seed,))
                 if n_raw != n_har:
                     raise RuntimeError(f"{task} seed {seed}: raw loop ran {n_raw} steps, harness {n_har}")

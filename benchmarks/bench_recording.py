@@ -1,11 +1,14 @@
 """Demo recording speed on this machine -> benchmarks/results/recording.json.
 
     .venv/bin/python -m benchmarks.bench_recording [--task DualArmPlaceShoe-v1] [--episodes 1]
+    .venv/bin/python -m benchmarks.bench_recording --task DualArmLiftBar-v1 --only "demo settings"
 
 Each configuration records real episodes with `vla demos` in a fresh subprocess (so renderer settings such as
-``LP_NUM_THREADS`` take effect) and reports seconds per episode and per step, and the file size. Rendering
-dominates on a CPU (Mesa lavapipe): the configurations compare camera counts, image sizes and lavapipe's thread
-count to find cheaper settings.
+``LP_NUM_THREADS`` take effect) and reports seconds per episode and per step, demos/hour, and the file size.
+Rendering dominates on a CPU (Mesa lavapipe): the configurations compare camera counts, image sizes, lavapipe's
+thread count and the arm visuals (stock ``full`` vs low-poly ``fast``). The "demo settings" rows record
+``--worker-episodes`` episodes as `make demo` does (head camera, 128 px) with 1 and with 2 worker processes, so
+their demos/hour include process start-up.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ CONFIGS = [
     {"name": "2 views 128px, LP_NUM_THREADS=1", "cameras": "head,left_wrist", "size": 128, "env": {"LP_NUM_THREADS": "1"}},
     {"name": "2 views 128px, LP_NUM_THREADS=4", "cameras": "head,left_wrist", "size": 128, "env": {"LP_NUM_THREADS": "4"}},
     {"name": "1 view 128px (head)", "cameras": "head", "size": 128, "env": {}},
+    {"name": "1 view 128px (head), full visuals", "cameras": "head", "size": 128, "env": {}, "visual_quality": "full"},
+    {"name": "demo settings, 1 worker", "cameras": "head", "size": 128, "env": {}, "workers": 1, "long": True},
+    {"name": "demo settings, 2 workers", "cameras": "head", "size": 128, "env": {}, "workers": 2, "long": True},
 ]
 
 
@@ -39,7 +45,8 @@ def run_config(cfg: dict, task: str, episodes: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demos"
         cmd = [sys.executable, "-m", "scripts.cli", "demos", "--task", task, "--episodes", str(episodes),
-               "--out", str(out), "--image-size", str(cfg["size"]), "--cameras", cfg["cameras"], "--no-progress"]
+               "--out", str(out), "--image-size", str(cfg["size"]), "--cameras", cfg["cameras"], "--no-progress",
+               "--visual-quality", cfg.get("visual_quality", "fast"), "--workers", str(cfg.get("workers", 1))]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env={**os.environ, **cfg["env"]}, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -48,9 +55,11 @@ def run_config(cfg: dict, task: str, episodes: int) -> dict:
         size = sum(p.stat().st_size for p in out.glob("*.hdf5"))
     return {
         **{k: cfg[k] for k in ("name", "cameras", "size", "env")},
+        "visual_quality": cfg.get("visual_quality", "fast"), "workers": cfg.get("workers", 1),
         "command": " ".join(cmd[1:]),
         "episodes": episodes, "steps": steps, "wall_s": wall,
         "seconds_per_episode": wall / episodes, "ms_per_step": 1000 * wall / steps,
+        "demos_per_hour": round(episodes / wall * 3600, 1),
         "mb_per_episode": size / episodes / 1e6,
     }
 
@@ -59,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="DualArmPlaceShoe-v1")
     parser.add_argument("--episodes", type=int, default=1)
+    parser.add_argument("--worker-episodes", type=int, default=30, help="episodes of the 'demo settings' rows")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--only", nargs="*", help="run only configurations whose name contains one of these")
     args = parser.parse_args(argv)
@@ -66,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in CONFIGS:
         if args.only and not any(s in cfg["name"] for s in args.only):
             continue
-        row = run_config(cfg, args.task, args.episodes)
+        row = run_config(cfg, args.task, args.worker_episodes if cfg.get("long") else args.episodes)
         rows.append(row)
         print(f"{row['name']:40s} {row['seconds_per_episode']:7.1f} s/episode  {row['ms_per_step']:6.0f} ms/step  "
               f"{row['mb_per_episode']:6.1f} MB/episode")

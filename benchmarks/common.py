@@ -29,8 +29,11 @@ def loadavg() -> list[float]:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU, cores (and those this process may use), memory, OS, Python, torch/numpy versions, current load."""
+    """CPU model and SIMD flags (``envs.machine.cpu_info``: they decide bf16 and lavapipe speed), cores (and those
+    this process may use), memory, OS, Python, torch/numpy versions, current load."""
     import numpy as np
+
+    from envs.machine import cpu_info
 
     try:
         mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
@@ -39,7 +42,8 @@ def machine_info() -> dict[str, Any]:
     except (OSError, StopIteration):
         mem_gib = None
     info: dict[str, Any] = {
-        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "mem_gib": mem_gib,
+        "cpu": cpu_name(), "cpu_flags": cpu_info()["flags"], "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)), "mem_gib": mem_gib,
         "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
         "loadavg": loadavg(),
     }
