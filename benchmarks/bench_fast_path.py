@@ -100,7 +100,6 @@ def run_bench(cfg: FastPathBenchConfig, policy: str, out: Path, extra: list[str]
 def main(argv: list[str] | None = None) -> int:
     import tyro
 
-    
     cfg = tyro.cli(FastPathBenchConfig, args=argv)
     pairs = {"video_all": ["--video", "all"], "video_none_open_loop_8": ["--video", "none", "--n-action-steps", "8"]}
     rows = {}

@@ -126,7 +126,7 @@ def measure_task(cfg: RenderBenchConfig, task: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import tyro
 
-        from envs.specs import TASKS
+    from envs.specs import TASKS
     from envs.visuals import lowpoly_manifest
 
     cfg = tyro.cli(RenderBenchConfig, args=argv)
