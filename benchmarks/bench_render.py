@@ -46,19 +46,6 @@ class RenderBenchConfig:
     """Output JSON."""
 
 
-def scene_triangles(env) -> int:
-    """Triangles of every triangle-mesh render shape in the env's (first) sub-scene."""
-    import sapien
-
-    total = 0
-    for entity in env.unwrapped.scene.sub_scenes[0].entities:
-        body = entity.find_component_by_type(sapien.render.RenderBodyComponent)
-        for shape in body.render_shapes if body is not None else ():
-            if isinstance(shape, sapien.render.RenderShapeTriangleMesh):
-                total += sum(len(part.get_triangles()) for part in shape.parts)
-    return total
-
-
 def expert_states(env, task: str, count: int, per_episode: int) -> list:
     """``count`` flat simulator states (``env.unwrapped.get_state()``) from scripted-expert episodes."""
     from envs.experts import make_expert
@@ -90,6 +77,7 @@ def _render(env, state, camera: str) -> tuple[np.ndarray, float]:
 
 def measure_task(cfg: RenderBenchConfig, task: str) -> dict:
     """Costs, triangle counts and fidelity of one task (see the module docstring)."""
+    from envs.visuals import scene_triangles
     from envs.wrapper import make_env
 
     envs = {q: make_env(task, cameras=(cfg.camera,), image_size=cfg.image_size, visual_quality=q)

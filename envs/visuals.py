@@ -162,3 +162,17 @@ def stale_sources() -> list[str]:
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["source_sha256"]:
             stale.append(rel)
     return sorted(stale)
+
+
+def scene_triangles(env) -> int:
+    """Triangles the renderer draws: every triangle-mesh render shape of the (first) sub-scene of ``env`` (a
+    ManiSkill env or a wrapper of one). lavapipe's cost per frame grows with this number."""
+    import sapien
+
+    total = 0
+    for entity in env.unwrapped.scene.sub_scenes[0].entities:
+        body = entity.find_component_by_type(sapien.render.RenderBodyComponent)
+        for shape in body.render_shapes if body is not None else ():
+            if isinstance(shape, sapien.render.RenderShapeTriangleMesh):
+                total += sum(len(part.get_triangles()) for part in shape.parts)
+    return total

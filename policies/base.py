@@ -175,7 +175,7 @@ def _load_builtin_policies() -> None:
     # Imported for their @register_policy side effect; kept lazy so `import policies` stays light.
     import importlib
 
-    for module in ("policies.baselines", "policies.checkpoint"):
+    for module in ("policies.baselines", "policies.checkpoint", "policies.serving.remote"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -16,6 +16,7 @@ from envs.config import DemosConfig, DoctorConfig, EnvsConfig
 from harness.config import BenchConfig
 from harness.review_config import CompareConfig, GalleryConfig
 from policies.openvla.check_config import CheckCheckpointConfig
+from policies.serving.config import ServeConfig
 from train.config import DataCheckConfig
 from train.train_config import MergeLoraConfig, TrainConfig, has_config_flag, parse_train_args
 
@@ -75,6 +76,14 @@ def bench(cfg: OmitArgPrefixes[BenchConfig]) -> int:
     from harness.bench import run_bench
 
     return run_bench(cfg)
+
+
+@app.command(name="serve")
+def serve(cfg: OmitArgPrefixes[ServeConfig]) -> int:
+    """Serve a policy over the openpi WebSocket protocol (openpi_client works; `vla bench --policy remote:ws://...`)."""
+    from policies.serving.server import run_serve
+
+    return run_serve(cfg)
 
 
 @app.command(name="gallery")

@@ -86,18 +86,6 @@ def test_rebuilding_gives_the_committed_bytes(tmp_path):
         assert hashlib.sha256((tmp_path / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
 
 
-def _triangles(env) -> int:
-    import sapien
-
-    total = 0
-    for entity in env.unwrapped.scene.sub_scenes[0].entities:
-        body = entity.find_component_by_type(sapien.render.RenderBodyComponent)
-        for shape in body.render_shapes if body is not None else ():
-            if isinstance(shape, sapien.render.RenderShapeTriangleMesh):
-                total += sum(len(part.get_triangles()) for part in shape.parts)
-    return total
-
-
 @pytest.mark.maniskill
 @pytest.mark.parametrize("task", ["DualArmLiftBar-v1", "TwoRobotPickCube-v1"])
 def test_physics_is_bit_identical_and_triangles_are_few(task):
@@ -115,7 +103,7 @@ def test_physics_is_bit_identical_and_triangles_are_few(task):
             single = {"privileged": {k: v[0] for k, v in obs["privileged"].items()}, "proprio": obs["proprio"][0]}
             obs, *_ = env.step(expert.act(single))
             states.append(env.unwrapped.get_state().numpy().copy())
-        runs[quality], triangles[quality] = np.stack(states), _triangles(env)
+        runs[quality], triangles[quality] = np.stack(states), visuals.scene_triangles(env)
         env.close()
     np.testing.assert_array_equal(runs["fast"], runs["full"], err_msg=f"{task}: low-poly visuals changed physics")
     assert triangles["full"] > 1_000_000 and triangles["fast"] < 0.1 * triangles["full"], triangles
