@@ -7,7 +7,7 @@ runs in a background thread). Both use an env built beforehand (construction is 
 number of times; ``overhead = (harness s/step) / (raw s/step) - 1``. Rounds alternate raw/harness to share
 machine noise; the median over rounds is reported along with every round. Target: <= 3 %.
 
-Throughput: ``harness.runner.run_items`` over every task x ``--throughput-seeds`` seeds with the scripted expert
+Throughput: ``harness.dispatch.run_items`` over every task x ``--throughput-seeds`` seeds with the scripted expert
 and the cameras of ``--throughput-cameras``, with 1 worker (in-process) and 2 worker processes; wall time
 includes env construction and worker start-up, as a real run of that size would.
 
@@ -213,7 +213,7 @@ def measure_harness_cost(steps: int = 20000) -> dict:
 
 def measure_throughput(cfg: HarnessBenchConfig, workers: int) -> dict:
     from envs.specs import TASKS
-    from harness.runner import plan_items, run_items
+    from harness.dispatch import plan_items, run_items
 
     seeds = {t: list(range(100000, 100000 + cfg.throughput_seeds)) for t in TASKS}
     records: list[dict] = []

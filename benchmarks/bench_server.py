@@ -3,16 +3,18 @@ inference, and throughput with dynamic batching on and off at 1, 2 and 4 concurr
 
     .venv/bin/python -m benchmarks.bench_server --checkpoint runs/demo/checkpoints/last
 
-* In-process: ``CheckpointPolicy.predict_action_chunk`` on one observation (batch 1, the checkpoint's cameras at
-  its image size, proprio), ``--requests`` timed calls after warm-up, in this process with ``--threads`` threads.
-* Round trip: the same observation sent by one client to ``vla serve`` (a subprocess, ``--threads`` threads,
-  batching off) over loopback: client wall time from send to decoded reply. ``overhead`` is round trip minus
-  in-process (p50 and p95 of each); ``wire_ms`` pairs every round trip with the server's own ``infer_ms`` for that
-  request (codec + WebSocket + queueing, without the model).
+* In-process vs round trip, paired: ``--requests`` iterations, each one ``CheckpointPolicy.predict_action_chunk``
+  call in this process (batch 1, the checkpoint's cameras at its image size, proprio; ``--threads`` threads) and
+  then the same observation sent by one client to ``vla serve`` (a subprocess with ``--threads`` threads, batching
+  off) over loopback, timed from send to decoded reply. Alternating the two lets both see the same machine load
+  (other jobs share these cores). ``overhead_ms`` is the per-iteration difference (round trip - in-process), p50 /
+  p95; ``wire_ms`` is round trip minus the server's own ``infer_ms`` of that request (codec + WebSocket + queueing,
+  no model), the overhead without the noise of comparing two separate model calls.
 * Throughput: ``--clients`` threads of this process, each with its own connection, send ``--requests`` requests
   back to back (distinct observations per client) to a server with batching off (``--max-batch-size 1``) or on
-  (``--batch-size``, each of ``--max-wait-ms``). Requests per second over the wall time of all clients, per-request latency
-  p50/p95, and the mean number of samples per policy call reported by the server.
+  (``--batch-size``, each of ``--max-wait-ms``). All servers run at once (idle ones cost nothing) and the cells
+  are interleaved over ``--rounds`` rounds; each row is the median round. Requests per second over the wall time
+  of all clients, per-request latency p50/p95, and the mean number of samples per policy call (server-reported).
 
 The client is a plain ``websockets`` sync connection with ``policies.serving.protocol`` (byte-identical to openpi's
 msgpack_numpy, so it costs what ``openpi_client.WebsocketClientPolicy`` costs). On this project's 2-core CPU the
@@ -33,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import result_header, write_result
+from benchmarks.common import loadavg, result_header, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "server.json"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +50,7 @@ class ServerBenchConfig:
     out: Path = RESULTS
     """Result JSON."""
     requests: int = 100
-    """Timed requests per client (and timed in-process calls)."""
+    """Timed requests per client in each throughput cell, and timed in-process / round-trip pairs."""
     warmup: int = 10
     """Untimed requests / calls first."""
     clients: tuple[int, ...] = (1, 2, 4)
@@ -57,12 +59,15 @@ class ServerBenchConfig:
     """--max-batch-size of the batching-on server."""
     max_wait_ms: tuple[float, ...] = (0.0, 2.0)
     """--max-wait-ms values of the batching-on servers (0 is vla serve's default)."""
-    threads: int = 2
-    """Math threads of the in-process policy and of the server process."""
+    rounds: int = 3
+    """Throughput rounds; every round runs each (setting, clients) cell once, interleaved."""
+    threads: int = 1
+    """Math threads of the in-process policy and of the server process (1: steadier when other jobs share the
+    cores, and it leaves a core to the clients)."""
 
     def __post_init__(self) -> None:
         self.checkpoint = Path(self.checkpoint).resolve()  # the server subprocess runs in the repository root
-        for name in ("requests", "batch_size", "threads"):
+        for name in ("requests", "batch_size", "threads", "rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.clients or min(self.clients) < 1:
@@ -84,23 +89,30 @@ def _observation(meta: Any, seed: int):
                        proprio=rng.normal(0.0, 0.2, (1, 14)).astype(np.float32), instruction=["lift the bar"])
 
 
-def in_process_ms(cfg: ServerBenchConfig) -> tuple[dict, Any]:
-    """(stats of in-process chunk latency in ms, the policy's metadata)."""
-    import torch
+def paired_overhead(cfg: ServerBenchConfig, policy: Any, url: str) -> dict:
+    """Alternate in-process calls and round trips of the same observation (see the module docstring)."""
+    from websockets.sync.client import connect
 
-    from policies.base import make_policy
+    from policies.serving.protocol import packb, unpackb
 
-    torch.set_num_threads(cfg.threads)
-    policy = make_policy(f"checkpoint:{cfg.checkpoint}")
     obs = _observation(policy.metadata, 0)
-    for _ in range(cfg.warmup):
-        policy.predict_action_chunk(obs)
-    times = []
-    for _ in range(cfg.requests):
-        t0 = time.perf_counter()
-        policy.predict_action_chunk(obs)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return _stats(times), policy.metadata
+    frame = packb(_request(obs))
+    local, trip, wire = [], [], []
+    with connect(url, compression=None, max_size=None) as ws:
+        ws.recv()
+        for i in range(cfg.warmup + cfg.requests):
+            t0 = time.perf_counter()
+            policy.predict_action_chunk(obs)
+            t1 = time.perf_counter()
+            ws.send(frame)
+            reply = unpackb(ws.recv())
+            t2 = time.perf_counter()
+            if i >= cfg.warmup:
+                local.append((t1 - t0) * 1000.0)
+                trip.append((t2 - t1) * 1000.0)
+                wire.append(trip[-1] - reply["server_timing"]["infer_ms"])
+    return {"in_process_ms": _stats(local), "round_trip_ms": _stats(trip),
+            "overhead_ms": _stats([b - a for a, b in zip(local, trip)]), "wire_ms": _stats(wire)}
 
 
 class _Server:
@@ -179,36 +191,52 @@ def throughput_row(cfg: ServerBenchConfig, url: str, meta: Any, clients: int, ba
             "mean_batch_size": round(statistics.fmean(r[2] for r in rows), 2)}
 
 
+def _settings(cfg: ServerBenchConfig) -> list[tuple[str, float | None, tuple[str, ...]]]:
+    """(batching, max_wait_ms, vla serve args) of every throughput server: off first, then on per wait."""
+    on = [("on", w, ("--max-batch-size", str(cfg.batch_size), "--max-wait-ms", str(w))) for w in cfg.max_wait_ms]
+    return [("off", None, ("--max-batch-size", "1")), *on]
+
+
+def throughput_rows(cfg: ServerBenchConfig, servers: list, meta: Any) -> list[dict]:
+    """Every (setting, clients) cell ``cfg.rounds`` times, interleaved so all settings see the same machine load;
+    each row reports the median round (by requests/s) and every round's requests/s."""
+    runs: dict[tuple[int, int], list[dict]] = {}
+    for _ in range(cfg.rounds):
+        for n in cfg.clients:
+            for i, ((batching, wait, _), srv) in enumerate(zip(_settings(cfg), servers)):
+                runs.setdefault((i, n), []).append({**throughput_row(cfg, srv.url, meta, n, batching),
+                                                    "max_wait_ms": wait})
+    rows = []
+    for (i, n), found in sorted(runs.items()):
+        found.sort(key=lambda r: r["requests_per_s"])
+        rows.append({**found[len(found) // 2], "rounds_requests_per_s": [r["requests_per_s"] for r in found]})
+    return rows
+
+
 def measure(cfg: ServerBenchConfig) -> dict:
     """Every number of server.json (see the module docstring)."""
-    from policies.serving.protocol import packb
+    import contextlib
 
-    local, meta = in_process_ms(cfg)
-    print(f"in-process: p50 {local['p50']:.2f} ms, p95 {local['p95']:.2f} ms")
-    frame = packb(_request(_observation(meta, 0)))
-    rows = []
-    with _Server(cfg.checkpoint, cfg.threads, "--max-batch-size", "1") as srv:
-        trips, _ = run_clients(srv.url, [[frame] * (cfg.warmup + cfg.requests)], cfg.warmup)
-        round_trip = _stats([t[0] for t in trips])
-        wire = _stats([t[0] - t[1] for t in trips])
-        print(f"round trip: p50 {round_trip['p50']:.2f} ms, p95 {round_trip['p95']:.2f} ms "
-              f"(wire p50 {wire['p50']:.2f})")
-        rows += [throughput_row(cfg, srv.url, meta, n, "off") for n in cfg.clients]
-    for wait in cfg.max_wait_ms:
-        with _Server(cfg.checkpoint, cfg.threads, "--max-batch-size", str(cfg.batch_size), "--max-wait-ms",
-                     str(wait)) as srv:
-            rows += [{**throughput_row(cfg, srv.url, meta, n, "on"), "max_wait_ms": wait} for n in cfg.clients]
+    import torch
+
+    from policies.base import make_policy
+
+    torch.set_num_threads(cfg.threads)
+    policy = make_policy(f"checkpoint:{cfg.checkpoint}")
+    meta = policy.metadata
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(_Server(cfg.checkpoint, cfg.threads, *args)) for _, _, args in _settings(cfg)]
+        paired = paired_overhead(cfg, policy, servers[0].url)  # the batching-off server
+        print("  ".join(f"{k} p50 {v['p50']:.2f} p95 {v['p95']:.2f}" for k, v in paired.items()))
+        rows = throughput_rows(cfg, servers, meta)
     for r in rows:
-        print(f"batching {r['batching']:3s} (wait {r.get('max_wait_ms', '-')}) {r['clients']} client(s): "
-              f"{r['requests_per_s']:7.1f} req/s, "
+        print(f"batching {r['batching']:3s} (wait {r['max_wait_ms']}) {r['clients']} client(s): "
+              f"{r['requests_per_s']:7.1f} req/s (rounds {r['rounds_requests_per_s']}), "
               f"p50 {r['latency_ms']['p50']:.1f} ms, mean batch {r['mean_batch_size']}")
     return {
         "policy": {"name": meta.name, "cameras": list(meta.cameras), "image_size": meta.image_size,
                    "chunk_size": meta.chunk_size, "sha256": meta.extra.get("sha256"), "dtype": meta.extra.get("dtype")},
-        "in_process_ms": local, "round_trip_ms": round_trip,
-        "overhead_ms": {"p50": round(round_trip["p50"] - local["p50"], 3),
-                        "p95": round(round_trip["p95"] - local["p95"], 3)},
-        "wire_ms": wire,
+        **paired,
         "throughput": rows,
         "batching_on": {"max_batch_size": cfg.batch_size, "max_wait_ms": list(cfg.max_wait_ms)},
     }
@@ -221,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {**result_header("vla serve: round-trip overhead over in-process inference; throughput with dynamic "
                                "batching on/off at 1/2/4 clients", "benchmarks.bench_server", argv),
                "threads": cfg.threads, **measure(cfg)}
+    payload["loadavg_after"] = loadavg()
     write_result(cfg.out, payload)
     print(f"wrote {cfg.out}")
     return 0

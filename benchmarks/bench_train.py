@@ -75,7 +75,7 @@ def _measure(folder: str, cfg: BenchConfig, precision: str, workers: int, thread
     from train.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="bench_train_run_") as run:
-        tc = TrainConfig(data=Path(folder), out=Path(run) / "run", preset="tiny", cameras=("head", "left_wrist"),
+        tc = TrainConfig.from_flat(data=Path(folder), out=Path(run) / "run", preset="tiny", cameras=("head", "left_wrist"),
                          chunk_size=cfg.chunk_size, use_proprio=True, instructions="both",
                          batch_size=cfg.batch_size, steps=cfg.warmup + cfg.timed, mixed_precision=precision,
                          num_workers=workers, threads=threads, log_every=1, save_every=10**9, val_every=10**9,

@@ -26,10 +26,12 @@ from common.names import did_you_mean
 
 @dataclasses.dataclass(frozen=True)
 class FlagField:
-    """Where one flag's value lives: the chain of dataclass field names from the root, and the field's type."""
+    """Where one flag's value lives: the chain of dataclass field names from the root, the field's type, and
+    whether it is hidden from the command line (``tyro.conf.Suppress``: settable in files and Python only)."""
 
     path: tuple[str, ...]
     type: Any
+    suppressed: bool = False
 
 
 def _strip(tp: Any) -> tuple[Any, list]:
@@ -56,28 +58,35 @@ def _suppressed(meta: list) -> bool:
     return any(m is marker for m in meta)
 
 
+def _add(out: dict[str, FlagField], name: str, field: FlagField, owner: str) -> None:
+    """Register a flag; a hidden field that shares a visible flag's name is derived from it and dropped."""
+    if name in out:
+        if field.suppressed:
+            return
+        if not out[name].suppressed:
+            raise ValueError(f"{owner}: flag --{name} is defined twice")
+    out[name] = field
+
+
 def flag_fields(cls: type) -> dict[str, FlagField]:
-    """Flag name (underscores) -> :class:`FlagField`, for every settable field of ``cls`` and its nested groups.
+    """Flag name (underscores) -> :class:`FlagField`, for every field of ``cls`` and its nested groups.
+
+    A hidden (Suppressed) field with the same name as a visible one (``DataConfig.seed`` under ``--seed``) is
+    derived from it and not listed.
 
     Raises:
-        ValueError: two fields share a flag name (a programming error in the config classes).
+        ValueError: two visible fields share a flag name (a programming error in the config classes).
     """
     hints = typing.get_type_hints(cls, include_extras=True)
     out: dict[str, FlagField] = {}
     for f in dataclasses.fields(cls):
         tp, meta = _strip(hints[f.name])
-        if _suppressed(meta):
-            continue
         if dataclasses.is_dataclass(tp):
             for name, sub in flag_fields(tp).items():
-                if name in out:
-                    raise ValueError(f"{cls.__name__}: flag --{name} is defined twice")
-                out[name] = FlagField((f.name, *sub.path), sub.type)
+                _add(out, name, FlagField((f.name, *sub.path), sub.type, sub.suppressed), cls.__name__)
             continue
         name = (_arg_name(meta) or f.name).replace("-", "_")
-        if name in out:
-            raise ValueError(f"{cls.__name__}: flag --{name} is defined twice")
-        out[name] = FlagField((f.name,), tp)
+        _add(out, name, FlagField((f.name,), tp, _suppressed(meta)), cls.__name__)
     return out
 
 
@@ -196,6 +205,20 @@ def build(cls: type, flat: Mapping[str, Any], validate: bool = True) -> Any:
         return obj
 
     return make(cls, ())
+
+
+def flag_defaults(cls: type) -> dict[str, Any]:
+    """``{flag name: default}`` of ``cls`` (``dataclasses.MISSING`` for required fields)."""
+    out: dict[str, Any] = {}
+    fields = flag_fields(cls)
+    for name, field in fields.items():
+        owner: type = cls
+        for part in field.path[:-1]:
+            owner = _group_type(owner, part)
+        f = next(f for f in dataclasses.fields(owner) if f.name == field.path[-1])
+        out[name] = (f.default if f.default is not dataclasses.MISSING else
+                     f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+    return out
 
 
 def config_flag(args: Sequence[str]) -> Path | None:

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from envs.specs import get_task
-from harness.config import BenchConfig, parse_seeds
+from harness.benchmark_specs import load_benchmark, parse_seeds
+from harness.config import BenchConfig
+from common.files import write_json_atomic
 from harness.records import (
-    EPISODES_FILE, RESULTS_FILE, SCHEMA_VERSION, RecordSink, aggregate, episode_key, read_records, repair_tail,
-    rewrite_records, write_json_atomic,
+    EPISODES_FILE, RESULTS_FILE, SCHEMA_VERSION, EpisodeRecord, RecordSink, aggregate, read_records, repair_tail,
+    rewrite_records,
 )
 from harness.rollout import RunSettings
-from harness.runner import plan_items, run_items
+from harness.dispatch import plan_items, run_items
 from policies.base import EnvMetadata, check_compatible, make_policy
 
 RUN_CONFIG_FILE = "run_config.json"
@@ -61,8 +63,6 @@ def resolve(cfg: BenchConfig, meta: Any, env_factory: Callable[..., Any] | None,
     """Tasks, seeds, horizons, cameras and image size of the run (CLI > policy metadata > benchmark spec)."""
     spec = None
     if cfg.benchmark is not None:
-        from benchmarks.registry import load_benchmark
-
         spec = load_benchmark(cfg.benchmark)
         tasks, seeds = spec.tasks, list(spec.seeds)
         steps = dict(spec.max_episode_steps)
@@ -120,7 +120,7 @@ def check_before_run(meta: Any, run: ResolvedRun) -> None:
                              f"is available; use --workers for CPU parallelism")
 
 
-def prepare_out(cfg: BenchConfig, run: ResolvedRun) -> list[dict]:
+def prepare_out(cfg: BenchConfig, run: ResolvedRun) -> list[EpisodeRecord]:
     """Create OUT, check a resumed run's settings, and return the records already there (after --retry-errors).
 
     Raises:
@@ -143,9 +143,9 @@ def prepare_out(cfg: BenchConfig, run: ResolvedRun) -> list[dict]:
             raise ValueError(f"--resume: {previous} was written with other settings ({details})")
     if cfg.resume and repair_tail(episodes):
         print(f"note: cut a partial last line from {episodes} (that episode will run again)", file=sys.stderr)
-    records = read_records(episodes)
+    records = read_records(episodes).records
     if cfg.retry_errors:
-        kept = [r for r in records if r["status"] == "ok"]
+        kept = [r for r in records if r.status == "ok"]
         if len(kept) != len(records):
             rewrite_records(episodes, kept)
         records = kept
@@ -161,16 +161,16 @@ def _progress(cfg: BenchConfig, total: int, initial: int):
     return tqdm(total=total, initial=initial, unit="ep", desc="vla bench", file=sys.stderr)
 
 
-def _execute(cfg: BenchConfig, run: ResolvedRun, policy: Any, done: set) -> tuple[list[dict], float]:
+def _execute(cfg: BenchConfig, run: ResolvedRun, policy: Any, done: set) -> tuple[list[EpisodeRecord], float]:
     sink = RecordSink(cfg.out / EPISODES_FILE, existing=done)
     items = plan_items(run.seeds, run.settings.num_envs, done=done)
     total = sum(len(s) for s in run.seeds.values())
     bar = _progress(cfg, total, total - sum(len(s) for _, s in items))
 
-    def write(record: dict) -> None:
+    def write(record: EpisodeRecord) -> None:
         if sink.write(record) and bar is not None:
             bar.update(1)
-            bar.set_postfix_str(f"{record['task']} seed {record['seed']}: {record['status']}")
+            bar.set_postfix_str(f"{record.task} seed {record.seed}: {record.status}")
 
     start = time.perf_counter()
     try:
@@ -181,7 +181,7 @@ def _execute(cfg: BenchConfig, run: ResolvedRun, policy: Any, done: set) -> tupl
     return sink.new_records, time.perf_counter() - start
 
 
-def _throughput(new: list[dict], wall: float, workers: int, out: Path) -> dict[str, Any]:
+def _throughput(new: list[EpisodeRecord], wall: float, workers: int, out: Path) -> dict[str, Any]:
     if not new:
         old = out / RESULTS_FILE
         if old.exists():
@@ -191,11 +191,11 @@ def _throughput(new: list[dict], wall: float, workers: int, out: Path) -> dict[s
             "episodes": len(new)}
 
 
-def build_results(cfg: BenchConfig, run: ResolvedRun, meta: Any, records: list[dict],
+def build_results(cfg: BenchConfig, run: ResolvedRun, meta: Any, records: list[EpisodeRecord],
                   throughput: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
     """The results.json dict (schema in ``harness.records``); only records of the run's (task, seed) keys count."""
     planned = {(t, s) for t, seeds in run.seeds.items() for s in seeds}
-    records = [r for r in records if episode_key(r) in planned]
+    records = [r for r in records if r.key in planned]
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
     config["resolved"] = run.outcome_config
     return {
@@ -232,9 +232,9 @@ def run_bench(cfg: BenchConfig, env_factory: Callable[..., Any] | None = None,
     done_records = prepare_out(cfg, run)
     if cfg.workers > 1 or cfg.episode_timeout is not None:
         policy = None  # workers build their own; free this one (a VLA can be large)
-    new, wall = _execute(cfg, run, policy, {episode_key(r) for r in done_records})
+    new, wall = _execute(cfg, run, policy, {r.key for r in done_records})
     provenance = collect_provenance(cfg.policy, dict(meta.extra), cfg.sim_backend, cfg.render_backend)
-    results = build_results(cfg, run, meta, read_records(cfg.out / EPISODES_FILE),
+    results = build_results(cfg, run, meta, read_records(cfg.out / EPISODES_FILE).records,
                             _throughput(new, wall, cfg.workers, cfg.out), provenance)
     write_json_atomic(cfg.out / RESULTS_FILE, results)
     from harness.summary import print_summary

@@ -16,10 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.review_config import SUCCESS_METRICS, CompareConfig
-from harness.review_data import Key, Run, RunFolderError, load_run, write_text_atomic
-
+from common.files import write_text_atomic
 from harness.metrics import mcnemar_exact
+from harness.records import Key, RecordsError
+from harness.review_config import SUCCESS_METRICS, CompareConfig
+from harness.review_data import Run, RunFolderError, load_run
 
 COMPARE_SCHEMA_VERSION = 1
 
@@ -173,7 +174,7 @@ def run_compare(cfg: CompareConfig, console: Any | None = None) -> int:
 
     try:
         comp = compare_runs(load_run(cfg.run_a), load_run(cfg.run_b), cfg.metric)
-    except RunFolderError as err:
+    except RecordsError as err:
         Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         return 1
     print_comparison(comp, console)

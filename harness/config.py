@@ -11,37 +11,10 @@ from typing import Literal
 
 from envs.config import parse_cameras
 from envs.specs import TASKS, get_task
+from harness.benchmark_specs import load_benchmark, parse_seeds
 from envs.visuals import VisualQuality, check_visual_quality
 
 VideoMode = Literal["all", "failures", "none"]
-
-
-def parse_seeds(text: str) -> list[int]:
-    """Parse ``"A:B"`` (A <= seed < B), ``"3,7,9"`` or ``"5"`` into a sorted list of distinct seeds >= 0.
-
-    Raises:
-        ValueError: malformed text, an empty range, a negative or repeated seed.
-    """
-    text = str(text).strip()
-    try:
-        if ":" in text:
-            a, b = (int(x) for x in text.split(":"))
-            if b <= a:
-                raise ValueError(f"seeds: empty range {text!r} (A:B means A <= seed < B)")
-            seeds = list(range(a, b))
-        else:
-            seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as err:
-        if "seeds:" in str(err):
-            raise
-        raise ValueError(f"seeds: expected 'A:B', 'a,b,c' or one integer, got {text!r}") from err
-    if not seeds:
-        raise ValueError(f"seeds: no seed in {text!r}")
-    if min(seeds) < 0:
-        raise ValueError(f"seeds: must be >= 0, got {min(seeds)}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: {text!r} lists a seed twice")
-    return sorted(seeds)
 
 
 def parse_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
@@ -140,9 +113,7 @@ class BenchConfig:
         if self.seeds is not None:
             parse_seeds(self.seeds)
         if self.benchmark is not None:
-            from benchmarks.registry import load_benchmark  # light (PyYAML); fails early on an unknown name
-
-            load_benchmark(self.benchmark)
+            load_benchmark(self.benchmark)  # fails early on an unknown name or a missing file
         checks = {
             "workers": (self.workers >= 1, ">= 1"),
             "num_envs": (self.num_envs >= 1, ">= 1"),

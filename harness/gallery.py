@@ -20,10 +20,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from common.files import write_text_atomic
+from harness.records import OUTCOMES, EpisodeRecord, RecordsError
 from harness.review_config import GalleryConfig
-from harness.review_data import (
-    OUTCOMES, Episode, Run, RunFolderError, load_run, results_mismatches, summarize, write_text_atomic,
-)
+from harness.review_data import Run, load_run, results_mismatches, summarize
 
 VIDEO_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska", ".ogv": "video/ogg"}
 
@@ -45,7 +45,7 @@ class Card:
     side: str = ""
 
 
-def video_source(run: Run, episode: Episode, html_dir: Path) -> tuple[str | None, str | None]:
+def video_source(run: Run, episode: EpisodeRecord, html_dir: Path) -> tuple[str | None, str | None]:
     """(URL of the episode's video relative to ``html_dir``, None) or (None, why there is no video).
 
     The URL is percent-encoded POSIX relative path, so the page keeps working when the run folder and the page
@@ -62,7 +62,7 @@ def video_source(run: Run, episode: Episode, html_dir: Path) -> tuple[str | None
     return urllib.parse.quote(Path(rel).as_posix()), None
 
 
-def make_card(run: Run, episode: Episode, html_dir: Path, side: str = "") -> Card:
+def make_card(run: Run, episode: EpisodeRecord, html_dir: Path, side: str = "") -> Card:
     """Build the :class:`Card` of one episode for a page written into ``html_dir``."""
     src, note = video_source(run, episode, html_dir)
     suffix = Path(episode.video or "").suffix.lower()
@@ -78,11 +78,8 @@ def _run_context(run: Run, html_dir: Path, side: str = "") -> dict[str, Any]:
     notes = [f"results.json disagrees with episodes.jsonl: {problem}" for problem in results_mismatches(run, rows)]
     if run.results is None:
         notes.append("no results.json: the table is computed from episodes.jsonl")
-    if run.truncated_last_line:
-        notes.append("episodes.jsonl ends with a truncated line (an interrupted run); it was ignored")
-    for (task, seed), lines in run.duplicates.items():
-        notes.append(f"({task}, seed {seed}) recorded {len(lines)} times (lines {', '.join(map(str, lines))}); "
-                     f"the last record is shown")
+    if run.torn_line is not None:
+        notes.append(f"episodes.jsonl ends with a torn line {run.torn_line} (an interrupted run); it was ignored")
     return {"side": side, "policy": run.policy_name, "created_at": run.created_at, "path": str(run.path),
             "folder": Path(os.path.abspath(run.path)).name, "rows": rows, "overall": overall, "notes": notes,
             "n_records": len(run.episodes)}
@@ -175,7 +172,7 @@ def run_gallery(cfg: GalleryConfig) -> int:
             path = build_gallery(cfg.run, cfg.out)
         else:
             path = build_comparison_gallery(cfg.run, cfg.run_b, cfg.out)
-    except RunFolderError as err:
+    except RecordsError as err:
         Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         return 1
     Console(highlight=False).print(f"wrote {escape(str(path))}")

@@ -19,7 +19,6 @@ a failure and is never re-raised: the run goes on (the caller rebuilds the env).
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from harness.metrics import timing_summary
-from harness.records import SCHEMA_VERSION, TIMING_KINDS
+from harness.records import TIMING_KINDS, EpisodeRecord
 from harness.video import EpisodeFrames, OverlayInfo, video_name
 from policies.base import Observation
 
@@ -118,17 +117,15 @@ class _Episode:
 
 @dataclasses.dataclass
 class EpisodeResult:
-    """A finished episode: its record (without ``video``) and its buffered frames (None without video)."""
+    """A finished episode: its record (``video`` still None) and its buffered frames (None without video)."""
 
-    record: dict
+    record: EpisodeRecord
     frames: EpisodeFrames | None
 
     @property
     def outcome(self) -> str:
-        """success | failure | error (the video name's suffix)."""
-        if self.record["status"] != "ok":
-            return "error"
-        return "success" if self.record["success_once"] else "failure"
+        """success | failure | error (the video name's suffix; a timeout has no video)."""
+        return "error" if self.record.status != "ok" else self.record.outcome()
 
 
 def _env_timing(env: Any, fallback_s: float) -> tuple[float, float]:
@@ -228,23 +225,12 @@ def rollout(env: Any, policy: Any, executor: Any, task: str, seeds: Sequence[int
 
 def _result(ep: _Episode, task: str, wall_s: float, worker: int) -> EpisodeResult:
     ok = ep.status == "ok"
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "task": task,
-        "seed": ep.seed,
-        "status": ep.status,
-        "success_once": (ep.first_success is not None) if ok else None,
-        "success_at_end": ep.success_at_end if ok else None,
-        "episode_len": ep.length,
-        "policy_calls": ep.calls,
-        "instruction": ep.instruction,
-        "error": ep.error,
-        "video": None,
-        "timing_ms": {k: timing_summary(v) for k, v in ep.timings.items()},
-        "wall_s": round(wall_s, 4),
-        "worker": int(worker),
-        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    record = EpisodeRecord(
+        task=task, seed=ep.seed, status=ep.status,  # type: ignore[arg-type]
+        success_once=(ep.first_success is not None) if ok else None, success_at_end=ep.success_at_end if ok else None,
+        episode_len=ep.length, policy_calls=ep.calls, instruction=ep.instruction, error=ep.error,
+        timing_ms={k: timing_summary(v) for k, v in ep.timings.items()}, wall_s=round(wall_s, 4), worker=int(worker),
+    )
     return EpisodeResult(record, ep.frames)
 
 
@@ -254,13 +240,13 @@ def wants_video(mode: str, outcome: str) -> bool:
 
 
 def attach_video_name(result: EpisodeResult) -> str:
-    """Set ``record["video"]`` to ``videos/<name>.mp4`` and return the name."""
-    name = video_name(result.record["task"], result.record["seed"], result.outcome)
-    result.record["video"] = f"videos/{name}"
+    """Set the record's ``video`` to ``videos/<name>.mp4`` and return the name."""
+    name = video_name(result.record.task, result.record.seed, result.outcome)
+    result.record = dataclasses.replace(result.record, video=f"videos/{name}")
     return name
 
 
-def failed_record(task: str, seed: int, status: str, text: str, worker: int) -> dict:
+def failed_record(task: str, seed: int, status: str, text: str, worker: int) -> EpisodeRecord:
     """The record of an episode that produced no result of its own (``timeout``, or ``error`` when its worker
     process died): success fields null, episode_len 0, empty timings."""
     ep = _Episode(seed=int(seed), status=status, error=text, active=False)

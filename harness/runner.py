@@ -1,11 +1,11 @@
-"""The rollout runner: tasks x seeds -> one record per (task, seed) in OUT/episodes.jsonl.
+"""The episode runner: one process's policy, chunk executor and envs, running work items into records.
 
-Work is split into items ``(task, seeds)`` of up to ``num_envs`` seeds (one seed per item on the CPU
-simulator). Every item is run by an :class:`EpisodeRunner` -- one per process, owning its env(s) (one per task,
-built lazily and checked with ``policies.base.check_compatible`` before its first episode), its policy and its
-chunk executor -- either in this process (``workers=1``, no timeout) or in ``workers`` spawned processes
-(``harness.workers``). Outcomes depend only on (task, seed) and the settings: every episode resets the policy,
-the executor and the env with its seed, so the number of workers does not change any result.
+A work item is ``(task, seeds)`` of up to ``num_envs`` seeds (one seed per item on the CPU simulator). An
+:class:`EpisodeRunner` owns its env(s) (one per task, built lazily and checked with
+``policies.base.check_compatible`` before its first episode), its policy and its chunk executor. Where items run
+(in this process or in worker processes) is ``harness.dispatch``'s business. Outcomes depend only on
+(task, seed) and the settings: every episode resets the policy, the executor and the env with its seed (the env
+rebuilds its PhysX scene, ``envs.wrapper``), so the number of workers does not change any result.
 
 Records are released in episode order once their video (if any) is encoded, so a record in episodes.jsonl
 always has its video on disk; a kill loses at most the episodes whose videos were still encoding, and a
@@ -18,27 +18,18 @@ seeds: Sequence[int])``, called after ``reset()`` with one seed per batch row.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from harness.chunking import ChunkExecutor
+from harness.records import EpisodeRecord
 from harness.rollout import EpisodeResult, RunSettings, attach_video_name, rollout, wants_video
 from harness.video import VideoWriter
 from policies.base import EnvMetadata, check_compatible
 
 WorkItem = tuple[str, tuple[int, ...]]
-
-
-def plan_items(seeds_by_task: Mapping[str, Sequence[int]], num_envs: int = 1,
-               done: Iterable[tuple[str, int]] = ()) -> list[WorkItem]:
-    """Split the episodes not in ``done`` into work items of at most ``num_envs`` seeds of one task."""
-    done = set(done)
-    items: list[WorkItem] = []
-    for task, seeds in seeds_by_task.items():
-        todo = [int(s) for s in seeds if (task, int(s)) not in done]
-        items += [(task, tuple(todo[i:i + num_envs])) for i in range(0, len(todo), num_envs)]
-    return items
 
 
 def env_metadata(env: Any) -> EnvMetadata:
@@ -71,7 +62,7 @@ class EpisodeRunner:
                                       meta.action_dim)
         self.envs: dict[str, Any] = {}
         self.video = VideoWriter(settings.out / "videos") if settings.video != "none" else None
-        self._pending: list[tuple[dict, concurrent.futures.Future | None]] = []
+        self._pending: list[tuple[EpisodeRecord, concurrent.futures.Future | None]] = []
 
     def env_for(self, task: str) -> Any:
         """The env of ``task`` (built on first use and checked against the policy: PolicyMismatchError)."""
@@ -90,38 +81,40 @@ class EpisodeRunner:
             self.envs[task] = env
         return self.envs[task]
 
-    def run_item(self, task: str, seeds: Sequence[int]) -> list[dict]:
+    def run_item(self, task: str, seeds: Sequence[int]) -> list[EpisodeRecord]:
         """Run one item; return the records of the PREVIOUS item (their videos now written).
 
         The env must already exist (call :meth:`env_for` first so that env construction is not timed).
         """
         results = rollout(self.envs[task], self.policy, self.executor, task, seeds, self.settings, self.worker)
-        if any(r.record["status"] != "ok" for r in results):
+        if any(r.record.status != "ok" for r in results):
             _close_quietly(self.envs.pop(task))  # the env may be broken: the next item of this task rebuilds it
         ready = self._release()
         self._pending = [self._submit_video(r) for r in results]
         return ready
 
-    def _submit_video(self, result: EpisodeResult) -> tuple[dict, concurrent.futures.Future | None]:
+    def _submit_video(self, result: EpisodeResult) -> tuple[EpisodeRecord, concurrent.futures.Future | None]:
         if self.video is None or result.frames is None or not wants_video(self.settings.video, result.outcome):
             return result.record, None
-        self.video.remove_existing(result.record["task"], result.record["seed"])
+        self.video.remove_existing(result.record.task, result.record.seed)
         attach_video_name(result)
         return result.record, self.video.submit(result.frames, result.outcome)
 
-    def _release(self) -> list[dict]:
+    def _release(self) -> list[EpisodeRecord]:
+        """Records whose videos are done; a video that failed (disk full, encoder error) leaves the outcome as it
+        is, with ``video`` None and the reason in ``video_error``."""
         ready = []
         for record, future in self._pending:
-            if future is not None:
-                err = future.exception()
-                if err is not None:
-                    warnings.warn(f"video of {record['task']} seed {record['seed']} failed: {type(err).__name__}: {err}")
-                    record["video"] = None
+            err = future.exception() if future is not None else None
+            if err is not None:
+                reason = f"{type(err).__name__}: {err}"
+                warnings.warn(f"video of {record.task} seed {record.seed} failed: {reason}")
+                record = dataclasses.replace(record, video=None, video_error=reason)
             ready.append(record)
         self._pending = []
         return ready
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[EpisodeRecord]:
         """Wait for pending videos; return the records not yet returned."""
         return self._release()
 
@@ -134,32 +127,3 @@ class EpisodeRunner:
         self.envs.clear()
 
 
-def run_inprocess(settings: RunSettings, items: Sequence[WorkItem], write: Callable[[dict], Any],
-                  policy: Any = None) -> None:
-    """Run ``items`` here, one after another, passing each finished record to ``write``."""
-    runner = EpisodeRunner(settings, worker=0, policy=policy)
-    try:
-        for task, seeds in items:
-            runner.env_for(task)
-            for record in runner.run_item(task, seeds):
-                write(record)
-        for record in runner.flush():
-            write(record)
-    finally:
-        runner.close()
-
-
-def run_items(settings: RunSettings, items: Sequence[WorkItem], write: Callable[[dict], Any], workers: int = 1,
-              policy: Any = None) -> None:
-    """Run every item, in this process (``workers == 1`` and no episode timeout) or in worker processes.
-
-    ``policy`` (optional) is reused in-process; worker processes always build their own.
-    """
-    if not items:
-        return
-    if workers == 1 and settings.episode_timeout is None:
-        run_inprocess(settings, items, write, policy=policy)
-    else:
-        from harness.workers import run_pool
-
-        run_pool(settings, items, write, workers)

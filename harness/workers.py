@@ -190,7 +190,7 @@ class _Pool:
             w.deadline = None if self.settings.episode_timeout is None else time.monotonic() + self.settings.episode_timeout
         elif kind == "record":
             rec = msg[2]
-            w.unrecorded.pop((rec["task"], int(rec["seed"])), None)
+            w.unrecorded.pop(rec.key, None)
             self.write(rec)
         elif kind == "idle":
             w.running = w.dispatched = w.deadline = None

@@ -8,7 +8,9 @@ ManiSkill at import time), and their field docstrings are the ``--help`` text.
 from __future__ import annotations
 
 import sys
+from typing import Annotated, TypeVar
 
+import tyro
 from tyro.conf import OmitArgPrefixes
 from tyro.extras import SubcommandApp
 
@@ -18,13 +20,19 @@ from harness.review_config import CompareConfig, GalleryConfig
 from policies.openvla.check_config import CheckCheckpointConfig
 from policies.serving.config import ServeConfig
 from train.config import DataCheckConfig
-from train.train_config import MergeLoraConfig, TrainConfig, has_config_flag, parse_train_args
+from train.train_config import LEGACY_FLAGS, MergeLoraConfig, TrainConfig
+
+T = TypeVar("T")
+Flags = Annotated[OmitArgPrefixes[T], tyro.conf.arg(name="")]
+"""A command's config: flat flags (nested groups keep their own titled box in --help, no "cfg" prefix)."""
+CONFIG_FILE_COMMANDS = {"train": (TrainConfig, LEGACY_FLAGS), "bench": (BenchConfig, {})}
+"""Commands that read ``--config FILE.yaml`` (flags given on the command line override the file)."""
 
 app = SubcommandApp()
 
 
 @app.command(name="doctor")
-def doctor(cfg: OmitArgPrefixes[DoctorConfig]) -> int:
+def doctor(cfg: Flags[DoctorConfig]) -> int:
     """Check Vulkan/Mesa, packages and devices; say exactly what is missing."""
     from envs.doctor import run_doctor
 
@@ -32,7 +40,7 @@ def doctor(cfg: OmitArgPrefixes[DoctorConfig]) -> int:
 
 
 @app.command(name="envs")
-def envs_(cfg: OmitArgPrefixes[EnvsConfig]) -> int:
+def envs_(cfg: Flags[EnvsConfig]) -> int:
     """List tasks with their cameras, action layout, max steps and instruction templates."""
     from envs.specs import print_tasks
 
@@ -40,7 +48,7 @@ def envs_(cfg: OmitArgPrefixes[EnvsConfig]) -> int:
 
 
 @app.command(name="demos")
-def demos(cfg: OmitArgPrefixes[DemosConfig]) -> int:
+def demos(cfg: Flags[DemosConfig]) -> int:
     """Record successful scripted-expert episodes as episode_{i}.hdf5 in the seed layout."""
     from envs.recording import record_demos
 
@@ -52,7 +60,7 @@ data = SubcommandApp()
 
 
 @data.command(name="check")
-def data_check(cfg: OmitArgPrefixes[DataCheckConfig]) -> int:
+def data_check(cfg: Flags[DataCheckConfig]) -> int:
     """Validate an episode folder and print a summary (episodes, steps, cameras, action ranges, instructions)."""
     from train.datacheck import run_data_check
 
@@ -63,7 +71,7 @@ app.command(data, name="data", help="Inspect and validate recorded episode folde
 
 
 @app.command(name="check-checkpoint")
-def check_checkpoint(cfg: OmitArgPrefixes[CheckCheckpointConfig]) -> int:
+def check_checkpoint(cfg: Flags[CheckCheckpointConfig]) -> int:
     """Load a checkpoint, run stored reference inputs, print max |diff| per output; non-zero beyond tolerance."""
     from policies.openvla.check import run_check
 
@@ -71,7 +79,7 @@ def check_checkpoint(cfg: OmitArgPrefixes[CheckCheckpointConfig]) -> int:
 
 
 @app.command(name="bench")
-def bench(cfg: OmitArgPrefixes[BenchConfig]) -> int:
+def bench(cfg: Flags[BenchConfig]) -> int:
     """Roll a policy out across tasks x seeds -> OUT/episodes.jsonl, results.json, videos/."""
     from harness.bench import run_bench
 
@@ -79,7 +87,7 @@ def bench(cfg: OmitArgPrefixes[BenchConfig]) -> int:
 
 
 @app.command(name="serve")
-def serve(cfg: OmitArgPrefixes[ServeConfig]) -> int:
+def serve(cfg: Flags[ServeConfig]) -> int:
     """Serve a policy over the openpi WebSocket protocol (openpi_client works; `vla bench --policy remote:ws://...`)."""
     from policies.serving.server import run_serve
 
@@ -87,7 +95,7 @@ def serve(cfg: OmitArgPrefixes[ServeConfig]) -> int:
 
 
 @app.command(name="gallery")
-def gallery(cfg: OmitArgPrefixes[GalleryConfig]) -> int:
+def gallery(cfg: Flags[GalleryConfig]) -> int:
     """Static HTML review page of a run (OUT/index.html), or of two runs side by side (OUT/compare.html)."""
     from harness.gallery import run_gallery
 
@@ -95,7 +103,7 @@ def gallery(cfg: OmitArgPrefixes[GalleryConfig]) -> int:
 
 
 @app.command(name="compare")
-def compare(cfg: OmitArgPrefixes[CompareConfig]) -> int:
+def compare(cfg: Flags[CompareConfig]) -> int:
     """Paired comparison of two runs on shared (task, seed): per-task difference and exact McNemar test."""
     from harness.compare import run_compare
 
@@ -103,20 +111,20 @@ def compare(cfg: OmitArgPrefixes[CompareConfig]) -> int:
 
 
 @app.command(name="train")
-def train(cfg: OmitArgPrefixes[TrainConfig]) -> int:
+def train(cfg: Flags[TrainConfig]) -> int:
     """Fine-tune a VLA (tiny | openvla-7b, LoRA or full) -> RUN/checkpoints/step_N; --config FILE.yaml, --resume."""
     from train.trainer import run_train
 
     evaluate = None
-    if cfg.eval_every and cfg.eval_benchmark:
+    if cfg.cadence.bench_every and cfg.cadence.benchmark:
         from scripts.sim_eval import make_sim_evaluator
 
-        evaluate = make_sim_evaluator(cfg.eval_benchmark, cfg.out)
+        evaluate = make_sim_evaluator(cfg.cadence.benchmark, cfg.out)
     return run_train(cfg, evaluate=evaluate)
 
 
 @app.command(name="merge-lora")
-def merge_lora(cfg: OmitArgPrefixes[MergeLoraConfig]) -> int:
+def merge_lora(cfg: Flags[MergeLoraConfig]) -> int:
     """Merge a LoRA checkpoint's adapter into its base weights -> a finetune=full checkpoint directory."""
     from train.checkpointing import run_merge_lora
 
@@ -125,9 +133,13 @@ def merge_lora(cfg: OmitArgPrefixes[MergeLoraConfig]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``vla`` console script."""
+    from common.config_files import config_flag, parse_with_config
+
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["train"] and has_config_flag(args[1:]):  # YAML supplies defaults, explicit flags win
-        sys.exit(int(train(parse_train_args(args[1:], prog="vla train")) or 0))
+    if args[:1] and args[0] in CONFIG_FILE_COMMANDS and config_flag(args[1:]) is not None:
+        cls, legacy = CONFIG_FILE_COMMANDS[args[0]]
+        cfg = parse_with_config(cls, args[1:], f"vla {args[0]}", legacy, wrap=Flags[cls])
+        sys.exit(int({"train": train, "bench": bench}[args[0]](cfg) or 0))
     code = app.cli(prog="vla", description="Train and benchmark VLA policies on dual-arm ManiSkill tasks.", args=argv)
     sys.exit(int(code or 0))
 

@@ -19,7 +19,7 @@ def make_sim_evaluator(benchmark: str, run_dir: Path, video: str = "none",
     """Return ``evaluate(step, factory) -> {"success_rate": x, "<task>/success_rate": y, ...}``.
 
     Args:
-        benchmark: a benchmark name (benchmarks/specs) or YAML path; checked now, so a typo fails before training.
+        benchmark: a benchmark name (harness/specs) or YAML path; checked now, so a typo fails before training.
         run_dir: the training run folder; results go to ``run_dir/eval/step_{N}``.
         video: ``none`` | ``failures`` | ``all`` for the evaluation rollouts.
         max_episode_steps: override the benchmark's horizons.
@@ -27,7 +27,7 @@ def make_sim_evaluator(benchmark: str, run_dir: Path, video: str = "none",
     Raises:
         ValueError: unknown benchmark (lists the known ones).
     """
-    from benchmarks.registry import load_benchmark
+    from harness.benchmark_specs import load_benchmark
 
     load_benchmark(benchmark)
 

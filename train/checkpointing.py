@@ -53,7 +53,7 @@ from policies.openvla.run_checkpoint import (ADAPTER_DIR, BASE_FILE, CONFIG_FILE
                                              MODEL_FILE, RUN_CHECKPOINT_FORMAT, STATS_FILE, TRAINING_STATE_DIR,
                                              backbone_state, load_checkpoint_model, read_checkpoint_config,
                                              resolve_checkpoint_dir)
-from train.train_config import RESUME_FREE_FIELDS, MergeLoraConfig, TrainConfig
+from train.train_config import LEGACY_FLAGS, RESUME_FREE_FIELDS, MergeLoraConfig, TrainConfig
 
 CHECKPOINTS_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step_(\d+)$")
@@ -107,8 +107,8 @@ def checkpoint_config(*, model_config: Any, cfg: TrainConfig, data: Mapping[str,
         "format": RUN_CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION,
         "model": model_config.to_dict(), "data": dict(data), "train": cfg.to_dict(),
         "action_layout": list(ACTION_LAYOUT), "control_mode": CONTROL_MODE, "action_frame": ACTION_FRAME,
-        "norm_mode": cfg.norm_mode, "unnorm_key": unnorm_key, "finetune": finetune,
-        "base": str(cfg.base.resolve()) if cfg.base is not None else None, "step": int(step),
+        "norm_mode": cfg.data.norm_mode, "unnorm_key": unnorm_key, "finetune": finetune,
+        "base": str(cfg.model.base.resolve()) if cfg.model.base is not None else None, "step": int(step),
         "trainable_params": int(trainable_params), "total_params": int(total_params),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -216,18 +216,23 @@ def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 def check_resume_config(saved: Mapping[str, Any], cfg: TrainConfig, where: str | Path) -> None:
     """Refuse a resume whose config changes the run.
 
-    Every TrainConfig field outside :data:`train.train_config.RESUME_FREE_FIELDS` must be equal (as given, so
-    ``lr_milestones`` None = "80 % of steps" matches None); ``data`` / ``base`` compare as resolved paths.
+    Every TrainConfig flag outside :data:`train.train_config.RESUME_FREE_FIELDS` must be equal (as given, so
+    ``lr_milestones`` None = "80 % of steps" matches None); ``data`` / ``base`` compare as resolved paths. A
+    checkpoint older than a flag counts as that flag's default; renamed flags are read under their new names.
 
     Raises:
         ResumeError: lists each differing field with the checkpoint's and the new value.
     """
+    from common.config_files import flag_defaults
+
     current = cfg.to_dict()
+    saved = {LEGACY_FLAGS.get(k, k): v for k, v in saved.items()}
+    defaults = flag_defaults(TrainConfig)
     diffs = []
     for key, value in current.items():
         if key in RESUME_FREE_FIELDS:
             continue
-        old = saved.get(key, "<absent>")
+        old = saved.get(key, defaults.get(key, "<absent>"))
         if key in ("data", "base") and value is not None and old not in (None, "<absent>"):
             value, old = str(Path(value).resolve()), str(Path(old).resolve())
         if old != value:

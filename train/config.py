@@ -40,36 +40,40 @@ def _check_common(cameras: tuple[str, ...], chunk_size: int, action_key: str, in
 
 @dataclasses.dataclass
 class DataConfig:
-    """Which episodes, cameras, actions and instructions a training run reads, and how they are normalized."""
+    """Data: which episodes, cameras, actions and instructions a run reads, and how they are normalized.
 
-    data_dir: Path
+    A sample is step t of an episode: its frames, proprio and instruction, and the chunk of actions t .. t+H-1
+    (H = chunk_size); with pad_end the last H-1 steps are sampled too, the chunk padded with the last action and
+    the padded rows marked in ``action_is_pad`` (otherwise T - H + 1 samples per episode). Normalization:
+    bounds_q99 maps q01/q99 to [-1, 1], bounds min/max, normal mean/std. Validation holds out whole episodes.
+    """
+
+    data_dir: Annotated[Path, tyro.conf.arg(name="data")]
     """Folder of episode_{i}.hdf5 files (from `vla demos` or a RoboTwin-style export)."""
     cameras: tuple[str, ...] = ("head", "left_wrist")
-    """1-4 cameras (head,left_wrist,right_wrist,low); their order is the model's view order."""
+    """1-4 cameras (head,left_wrist,right_wrist,low), in the model's view order."""
     chunk_size: int = 8
-    """Actions per training target: rows t .. t+chunk_size-1 of the action key."""
+    """Actions per training target (H)."""
     action_key: ActionKey = "action"
-    """Which action dataset to learn: action (absolute targets) or relative_action (action[t+1] - action[t])."""
+    """Action dataset to learn: action (absolute targets) or relative_action (action[t+1] - action[t])."""
     use_proprio: bool = False
     """Feed the 14-D proprio of step t to the model (episodes must contain a `proprio` dataset)."""
     instructions: InstructionSplit = "seen"
     """Instruction pool sampled per sample: seen, unseen or both."""
     pad_end: bool = False
-    """Also sample the last chunk_size-1 steps of each episode, padding the chunk with the last action and
-    marking the padded rows in `action_is_pad`. Off: T - chunk_size + 1 samples per episode."""
+    """Also train on the last chunk_size-1 steps of each episode (padded chunks, masked)."""
     norm_mode: NormMode = "bounds_q99"
-    """Action/proprio normalization: bounds_q99 (q01/q99 -> [-1, 1]), bounds (min/max) or normal (mean/std)."""
+    """Action/proprio normalization: bounds_q99, bounds or normal."""
     normalize_grippers: bool = False
-    """Also normalize the two gripper dims (they are already in [-1, 1]; off by default as in OpenVLA-OFT)."""
+    """Also normalize the two gripper dims (already in [-1, 1]; off as in OpenVLA-OFT)."""
     unnorm_key: str | None = None
-    """Key of the statistics in dataset_statistics.json (default: the episodes' `task` attribute when they all
-    share one, else the data folder name)."""
+    """Key of the statistics in dataset_statistics.json (default: the episodes' shared task, else the folder)."""
     val_fraction: float = 0.0
-    """Fraction of EPISODES held out for validation (whole episodes, chosen with `seed`); 0 = no validation."""
+    """Fraction of episodes held out for validation, chosen with --seed (0: none)."""
     val_episodes: tuple[int, ...] = ()
-    """Explicit episode indices (the i of episode_{i}.hdf5) held out for validation; excludes val_fraction."""
-    seed: int = 0
-    """Seed of the train/val split and of the per-sample instruction choice."""
+    """Explicit episode indices held out for validation (excludes --val-fraction)."""
+    seed: tyro.conf.Suppress[int] = 0
+    """Seed of the train/val split and of the per-sample instruction choice (the run's --seed)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

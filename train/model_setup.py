@@ -26,22 +26,10 @@ from train.stats import PreparedData
 from train.train_config import TrainConfig
 
 
-def _model_fields(cfg: TrainConfig) -> dict[str, Any]:
-    """VLAConfig fields the TrainConfig sets (then ``model_overrides`` on top)."""
-    fields: dict[str, Any] = {
-        "cameras": cfg.cameras, "chunk_size": cfg.chunk_size, "proprio_dim": 14 if cfg.use_proprio else 0,
-        "norm_mode": cfg.norm_mode, "action_head": cfg.action_head, "token_decoding": cfg.token_decoding,
-        "use_film": cfg.use_film, "proprio_noise": cfg.proprio_noise,
-    }
-    if cfg.image_size is not None:
-        fields["image_size"] = cfg.image_size
-    return {**fields, **cfg.model_overrides}
-
-
 def base_dtype(cfg: TrainConfig, mixed_precision: str) -> torch.dtype:
     """Storage dtype of the frozen base weights: bfloat16 for LoRA on a --base under bf16 mixed precision (as
     OpenVLA-OFT fine-tunes: 15 GB instead of 30 GB for 7B), else float32. Trainable tensors are always float32."""
-    if cfg.finetune == "lora" and cfg.base is not None and mixed_precision == "bf16":
+    if cfg.finetune.mode == "lora" and cfg.model.base is not None and mixed_precision == "bf16":
         return torch.bfloat16
     return torch.float32
 
@@ -57,15 +45,15 @@ def build_fresh_model(cfg: TrainConfig, prepared: PreparedData,
     """
     from policies.openvla.model import VLA
 
-    if cfg.base is not None:
-        model, processor, _ = load_base_model(cfg.base, dtype=dtype, overrides=_model_fields(cfg), seed=cfg.seed)
+    if cfg.model.base is not None:
+        model, processor, _ = load_base_model(cfg.model.base, dtype=dtype, overrides=cfg.model_fields(), seed=cfg.seed)
         if processor.tokenizer is None:
-            raise ValueError(f"base: {cfg.base} has no tokenizer files (tokenizer.json / tokenizer.model)")
+            raise ValueError(f"base: {cfg.model.base} has no tokenizer files (tokenizer.json / tokenizer.model)")
         return model, processor
     from policies.openvla.config import preset
     from policies.openvla.tokenizer import config_for_tokenizer, train_instruction_tokenizer
 
-    sized = preset(cfg.preset, **_model_fields(cfg))
+    sized = preset(cfg.model.preset, **cfg.model_fields())
     instructions = [s for e in prepared.summary.episodes for s in e.instruction_pool("both")]
     tokenizer = train_instruction_tokenizer(instructions, n_action_bins=sized.n_action_bins)
     config = config_for_tokenizer(sized, tokenizer)
@@ -88,17 +76,17 @@ def build_resumed_model(cfg: TrainConfig, ckpt: Path, raw: dict[str, Any],
         model = build_model(config)
         load_state_strict(model, ckpt / BASE_FILE, keys=backbone_state(model))
     else:
-        model, _, _ = load_base_model(cfg.base, config, dtype=dtype)
+        model, _, _ = load_base_model(cfg.model.base, config, dtype=dtype)
     return model.train(), processor
 
 
 def wrap_for_finetune(cfg: TrainConfig, model: Any) -> Any:
     """LoRA (peft) or full fine-tuning; with the l1 head the unused ``lm_head`` is frozen (no gradient reaches
     it, which DDP would otherwise report as an unused parameter). Trainable tensors are made float32."""
-    if cfg.finetune == "lora":
+    if cfg.finetune.mode == "lora":
         from policies.openvla.lora import apply_lora
 
-        model = apply_lora(model, r=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
+        model = apply_lora(model, r=cfg.finetune.lora_rank, alpha=cfg.finetune.lora_alpha, dropout=cfg.finetune.lora_dropout)
     elif model.config.action_head == "l1":
         model.language_model.lm_head.requires_grad_(False)
     for param in model.parameters():  # master weights of everything trained stay float32 (bf16 autocast computes)
@@ -149,7 +137,7 @@ def make_optimizer(cfg: TrainConfig, model: Any, milestones: tuple[int, ...]):
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.lr_schedule, cfg.steps, cfg.warmup_steps, milestones, cfg.lr_gamma))
+        optimizer, lr_lambda(cfg.optim.lr_schedule, cfg.optim.steps, cfg.optim.warmup_steps, milestones, cfg.optim.lr_gamma))
     return optimizer, scheduler, params

@@ -63,8 +63,8 @@ def restore_training_state(ckpt: Path, optimizer: Any, scheduler: Any, accelerat
                           f"{accelerator.num_processes}; the global batch and data order would change")
     if st["num_train_samples"] != num_samples:
         raise ResumeError(f"--resume from {ckpt}: {st['num_train_samples']} training samples then, {num_samples} now")
-    if st["step"] > cfg.steps:
-        raise ResumeError(f"--resume from {ckpt}: already at step {st['step']} > --steps {cfg.steps}")
+    if st["step"] > cfg.optim.steps:
+        raise ResumeError(f"--resume from {ckpt}: already at step {st['step']} > --steps {cfg.optim.steps}")
     if accelerator.is_main_process:
         check_schedule_continuity(st, cfg)
     optimizer.load_state_dict(ts.optimizer)
@@ -81,10 +81,10 @@ def check_schedule_continuity(st: Mapping[str, Any], cfg: TrainConfig) -> None:
     """Warn when the new --steps changes the lr the finished steps were trained with (not an exact resume)."""
     from train.model_setup import lr_lambda
 
-    old = lr_lambda(cfg.lr_schedule, st["steps"], cfg.warmup_steps, tuple(st["lr_milestones"]), cfg.lr_gamma)
-    new = lr_lambda(cfg.lr_schedule, cfg.steps, cfg.warmup_steps, cfg.milestones(), cfg.lr_gamma)
+    old = lr_lambda(cfg.optim.lr_schedule, st["steps"], cfg.optim.warmup_steps, tuple(st["lr_milestones"]), cfg.optim.lr_gamma)
+    new = lr_lambda(cfg.optim.lr_schedule, cfg.optim.steps, cfg.optim.warmup_steps, cfg.milestones(), cfg.optim.lr_gamma)
     changed = [k for k in range(int(st["step"])) if old(k) != new(k)]
     if changed:
-        warnings.warn(f"--steps {st['steps']} -> {cfg.steps} changes the {cfg.lr_schedule} lr schedule of steps "
+        warnings.warn(f"--steps {st['steps']} -> {cfg.optim.steps} changes the {cfg.optim.lr_schedule} lr schedule of steps "
                       f"already trained (first: step {changed[0] + 1}); the resumed run continues with the new "
                       "schedule but is not identical to an uninterrupted run", UserWarning, stacklevel=3)

@@ -2,7 +2,12 @@
 
 Light on purpose: no torch import, so ``vla --help`` stays fast. Field docstrings are the ``--help`` text.
 
-A YAML file can hold any TrainConfig fields (``--config run.yaml``; keys are the field names, ``-`` or ``_``)::
+:class:`TrainConfig` is composed of groups, each the owner of its fields and of their checks: ``data``
+(:class:`train.config.DataConfig`), ``model`` (:class:`ModelConfig`), ``finetune`` (:class:`FinetuneConfig`),
+``optim`` (:class:`OptimConfig`), ``compute`` (:class:`ComputeConfig`) and ``cadence`` (:class:`CadenceConfig`).
+The flags stay flat (``--lr``, ``--chunk-size``: ``tyro.conf.OmitArgPrefixes``), ``--help`` shows one box per
+group, and so do config files: a YAML file holds flag names as keys (``--config run.yaml``, read by
+``common.config_files``; explicit flags override it)::
 
     data: data/LiftBar
     out: runs/liftbar-tiny
@@ -11,17 +16,14 @@ A YAML file can hold any TrainConfig fields (``--config run.yaml``; keys are the
     cameras: [head, left_wrist]
     model_overrides: {llm: {num_layers: 2}}     # YAML only: VLAConfig.replace(...) after the preset
 
-Flags given explicitly on the command line override the file: :func:`parse_train_args` loads the file into a
-TrainConfig instance and hands it to ``tyro.cli(TrainConfig, default=...)`` (tyro's documented pattern for
-config files), so every flag the user typed wins and every other field comes from the file, then from the
-defaults below.
+Checkpoints record the same flat names (:meth:`TrainConfig.to_dict`), so a resume compares like with like; the
+flags renamed since (``eval_every`` -> ``bench_every``, ``eval_benchmark`` -> ``benchmark``) are read under their
+new names from older files and checkpoints (:data:`LEGACY_FLAGS`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
 import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +31,9 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from train.config import ActionKey, DataConfig, InstructionSplit, NormMode
+from common.config_files import build, flag_fields, parse_with_config, read_config_file
+from common.names import closest, did_you_mean
+from train.config import DataConfig
 
 Preset = Literal["tiny", "openvla-7b"]
 Finetune = Literal["lora", "full"]
@@ -40,99 +44,136 @@ MIN_GLOBAL_BATCH = 16
 """Global batches below this collapse to replaying one trajectory (RoboTwin's OpenVLA-OFT port warns so)."""
 
 RESUME_FREE_FIELDS = frozenset({
-    "out", "steps", "log_every", "save_every", "keep_last", "val_every", "val_batches", "eval_every",
-    "eval_benchmark", "resume", "config", "wandb", "wandb_project", "num_workers", "threads", "progress",
+    "out", "steps", "log_every", "save_every", "keep_last", "val_every", "val_batches", "bench_every", "benchmark",
+    "resume", "config", "wandb", "wandb_project", "num_workers", "threads", "progress",
 })
-"""Fields that may differ between a run and its ``--resume``: everything else changes the run and is refused.
+"""Flags that may differ between a run and its ``--resume``: everything else changes the run and is refused.
 ``steps`` may grow; the lr schedule follows the new ``steps`` (a warning says when that changes the lr of steps
 already done, e.g. default multistep milestones or cosine, so the result differs from an uninterrupted run)."""
+LEGACY_FLAGS = {"eval_every": "bench_every", "eval_benchmark": "benchmark"}
+"""Old flag name -> current one, for config files and checkpoints written before the rename."""
+
+
+def _int_at_least(owner: object, minimum: int, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """Fine-tune a VLA on an episode folder and write RUN/checkpoints/step_{N}/ (RUN/checkpoints/last -> newest).
+class _ModelBase:
+    """Model: the architecture preset (or an OpenVLA-format base checkpoint) and the knobs applied to it.
 
-    Runs on one device or under `accelerate launch` (DDP). The model sees normalized actions/proprio; the
-    statistics go to RUN/dataset_statistics.json and into every checkpoint.
+    Every knob is a field of ``policies.openvla.config.VLAConfig`` marked ``knob()`` there, with its docstring and
+    its check: this group is made from those marks (:func:`_model_config_class`), so a new knob is one field in
+    VLAConfig. ``--base`` keeps the base's vision towers, projector, LLM (with lm_head), tokenizer and image
+    normalization; the action head / proprio projector / FiLM are kept when their shapes fit the new chunk/proprio
+    settings, else freshly initialised. ``model_overrides`` (YAML or Python only) sets any VLAConfig field after
+    the knobs, e.g. ``{llm: {num_layers: 2}}``.
     """
 
-    data: Path
-    """Folder of episode_{i}.hdf5 files (from `vla demos` or a RoboTwin-style export)."""
-    out: Path
-    """Run folder: checkpoints/, tensorboard/, metrics.jsonl, dataset_statistics.json."""
     preset: Preset = "tiny"
-    """Architecture preset: tiny (trains on a CPU) or openvla-7b. Ignored with --base (its config.json rules)."""
+    """Architecture preset: tiny (trains on a CPU) or openvla-7b; --base overrides it."""
     base: Path | None = None
-    """OpenVLA-format checkpoint folder to start from (config.json + safetensors + tokenizer). Kept from it: the
-    vision towers, projector, LLM (with lm_head), tokenizer and image normalization; the action head / proprio
-    projector / FiLM are kept when their shapes fit the new chunk/proprio settings, else freshly initialised."""
-    config: Path | None = None
-    """YAML file of TrainConfig fields; flags given explicitly on the command line override it (read by `vla train`,
-    parse_train_args and TrainConfig.from_yaml; recorded in config.json)."""
-
-    # ---- data (-> train.config.DataConfig) ------------------------------------------------------------------
-    cameras: tuple[str, ...] = ("head", "left_wrist")
-    """1-4 cameras (head,left_wrist,right_wrist,low); their order is the model's view order."""
-    chunk_size: int = 8
-    """Actions per predicted chunk (H)."""
-    action_key: ActionKey = "action"
-    """Action dataset to learn: action (absolute targets) or relative_action."""
-    use_proprio: bool = False
-    """Feed the 14-D proprio of step t to the model through a proprio token (OFT)."""
-    proprio_noise: float = 0.0
-    """With use_proprio: std of the Gaussian noise added to the normalized proprio while training (VLAConfig
-    .proprio_noise; 0.5 = a quarter of each dimension's q01..q99 range). Stops the policy copying its current pose
-    into the action (benchmarks/probe_proprio.py measures that); the demo recipe uses 0.5."""
-    instructions: InstructionSplit = "seen"
-    """Instruction pool sampled per training sample: seen, unseen or both."""
-    pad_end: bool = False
-    """Also train on the last chunk_size-1 steps of each episode (chunk padded with the last action, masked)."""
-    norm_mode: NormMode = "bounds_q99"
-    """Action/proprio normalization: bounds_q99, bounds or normal."""
-    normalize_grippers: bool = False
-    """Also normalize the two gripper dims (already in [-1, 1]; off as in OpenVLA-OFT)."""
-    unnorm_key: str | None = None
-    """Key of the statistics in dataset_statistics.json (default: the episodes' task, else the folder name)."""
-    val_fraction: float = 0.0
-    """Fraction of EPISODES held out for validation (whole episodes, chosen with --seed); 0 = none."""
-    val_episodes: tuple[int, ...] = ()
-    """Explicit episode indices held out for validation (excludes --val-fraction)."""
-
-    # ---- model ----------------------------------------------------------------------------------------------
-    action_head: Literal["l1", "tokens"] = "l1"
-    """l1: OFT L1-regression head (parallel decoding); tokens: OpenVLA discrete action tokens."""
-    token_decoding: Literal["autoregressive", "parallel"] = "autoregressive"
-    """Decoding of the tokens head: autoregressive (OpenVLA) or parallel (OFT)."""
-    image_size: int | None = None
-    """Model input side in px (default: the preset's; tiny 128, openvla-7b 224). Not changeable with --base."""
-    use_film: bool = False
-    """FiLM language conditioning of the ViT blocks (OFT)."""
+    """OpenVLA-format checkpoint folder to start from (config.json + safetensors + tokenizer)."""
     model_overrides: Annotated[dict[str, Any], tyro.conf.Suppress] = dataclasses.field(default_factory=dict)
-    """(YAML / Python only) VLAConfig fields applied after the preset, e.g. {llm: {num_layers: 2}}."""
-    finetune: Finetune | None = None
-    """lora (peft adapters on the LLM + projector, heads fully trained) or full (every weight). Default: lora with
-    --base; full without it, since the tiny preset's base weights are random and there is nothing to keep."""
+    """(YAML / Python only) VLAConfig fields applied after the preset and the knobs."""
+
+    def __post_init__(self) -> None:
+        from policies.openvla.config import VLAConfig, preset
+
+        self.base = Path(self.base) if self.base is not None else None
+        if not isinstance(self.model_overrides, Mapping):
+            raise ValueError(f"model_overrides must be a mapping of VLAConfig fields, got {self.model_overrides!r}")
+        self.model_overrides = dict(self.model_overrides)
+        if self.base is not None and not (self.base / "config.json").is_file():
+            raise ValueError(f"base: {self.base} is not an OpenVLA-format checkpoint folder (no config.json there)")
+        if self.base is not None and getattr(self, "image_size", None) is not None:
+            raise ValueError(f"image_size={self.image_size}: the input size of a --base checkpoint is fixed by its "
+                             "position embeddings; drop --image-size")
+        known = {f.name for f in dataclasses.fields(VLAConfig)}
+        unknown = sorted(set(self.model_overrides) - known)
+        if unknown:
+            hints = ", ".join(f"{u} (did you mean {c}?)" if (c := closest(u, known)) else u for u in unknown)
+            raise ValueError(f"model_overrides: unknown VLAConfig field(s) {hints}")
+        if self.base is None:  # every knob and override is checked by VLAConfig, the owner of the fields
+            preset(self.preset, **self.knobs())
+
+    def knobs(self) -> dict[str, Any]:
+        """The VLAConfig fields this group sets (None knobs keep the preset's / base's value), overrides last."""
+        from policies.openvla.config import knob_names
+
+        values = {name: getattr(self, name) for name in knob_names() if getattr(self, name) is not None}
+        return {**values, **self.model_overrides}
+
+
+def _model_config_class() -> type:
+    """:class:`_ModelBase` plus one field per VLAConfig knob, help = the first sentence of VLAConfig's field
+    docstring. Switches keep VLAConfig's default; every other knob defaults to None, "the preset's (or --base's)
+    value", so an unset knob never contradicts a base checkpoint."""
+    import typing
+
+    from common.config_files import field_docstrings, first_sentence
+    from policies.openvla.config import VLAConfig, knob_names
+
+    hints, docs = typing.get_type_hints(VLAConfig), field_docstrings(VLAConfig)
+    fields = {f.name: f for f in dataclasses.fields(VLAConfig)}
+    spec = []
+    for name in knob_names():
+        tp, default, help_text = hints[name], fields[name].default, first_sentence(docs.get(name, name))
+        if tp is not bool:
+            tp, default, help_text = tp | None, None, f"{help_text} (None: the preset's or --base's value)"
+        spec.append((name, Annotated[tp, tyro.conf.arg(help=help_text)], dataclasses.field(default=default)))
+    cls = dataclasses.make_dataclass("ModelConfig", spec, bases=(_ModelBase,))
+    cls.__doc__, cls.__module__ = _ModelBase.__doc__, __name__
+    return cls
+
+
+ModelConfig = _model_config_class()
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Fine-tuning: which weights train (LoRA adapters on the LLM + projector with the heads, or every weight)."""
+
+    mode: Annotated[Finetune | None, tyro.conf.arg(name="finetune")] = None
+    """lora or full (default: lora with --base; full without, the tiny preset's weights being random)."""
     lora_rank: int = 32
     """LoRA rank r (OpenVLA-OFT: 32)."""
     lora_alpha: int = 16
-    """LoRA alpha; scale = alpha / r (OpenVLA-OFT: min(r, 16))."""
+    """LoRA alpha; the adapter's scale is alpha / r (OpenVLA-OFT: min(r, 16))."""
     lora_dropout: float = 0.0
     """LoRA dropout (OpenVLA-OFT: 0)."""
-    torch_compile: bool = False
-    """torch.compile the vision towers and the Llama decoder."""
 
-    # ---- optimisation ---------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        if self.mode not in (None, "lora", "full"):
+            raise ValueError(f"finetune must be 'lora' or 'full', got {self.mode!r}")
+        _int_at_least(self, 1, "lora_rank")
+        if self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_alpha must be > 0 and lora_dropout in [0, 1), got {self.lora_alpha}, "
+                             f"{self.lora_dropout}")
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Optimisation: AdamW steps, batch and learning-rate schedule.
+
+    Global batch = batch_size x grad_accum x processes (warned below 16). multistep multiplies the lr by lr_gamma
+    at each milestone, as the seeds do (5e-4 -> 5e-5 at 40k of 50k); cosine decays to 0 after warmup; constant
+    stays at lr after warmup.
+    """
+
     steps: int = 5000
     """Optimizer steps to train for (a resumed run may raise it)."""
     batch_size: int = 16
-    """Samples per device per micro-batch. Global batch = batch_size x grad_accum x processes (warned below 16)."""
+    """Samples per device per micro-batch."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
     lr: float = 5e-4
     """Peak learning rate of AdamW (OpenVLA-OFT: 5e-4)."""
     lr_schedule: LrSchedule = "multistep"
-    """multistep (x lr_gamma at each milestone, as the seeds: 5e-4 -> 5e-5 at 40k of 50k), cosine (to 0 after
-    warmup) or constant (after warmup)."""
+    """multistep, cosine or constant."""
     lr_milestones: tuple[int, ...] | None = None
     """Steps at which multistep multiplies the lr by lr_gamma (default: 80 % of --steps)."""
     lr_gamma: float = 0.1
@@ -143,129 +184,24 @@ class TrainConfig:
     """AdamW weight decay (torch's default, which OpenVLA-OFT's finetune.py uses)."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this (None: no clipping; the norm is still logged)."""
-    mixed_precision: MixedPrecision = "auto"
-    """no (float32), bf16 (autocast) or auto: bf16 on a CUDA device that supports it and on a CPU where a measured
-    probe (`vla doctor` shows it) finds bf16 matmul faster than float32, else no."""
-    seed: int = 0
-    """Seed of the model init, episode split, sample order, instruction choice and augmentation."""
-    device: Device = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-    threads: int | None = None
-    """torch CPU threads per process (default: torch's choice)."""
-    num_workers: int = 2
-    """DataLoader worker processes per device (0 = read in the main process). Workers only read uint8 frames."""
-
-    # ---- cadence --------------------------------------------------------------------------------------------
-    log_every: int = 10
-    """Log train metrics every N steps (TensorBoard in RUN/tensorboard, metrics.jsonl, wandb)."""
-    save_every: int = 1000
-    """Write a checkpoint every N steps (and always at the last step)."""
-    keep_last: int | None = None
-    """Keep only the newest N checkpoints (None keeps all)."""
-    val_every: int = 500
-    """Validation L1 on the held-out episodes every N steps (and at the last step); needs a val split."""
-    val_batches: int = 8
-    """Batches per validation pass (the same fixed batches every time)."""
-    eval_every: int = 0
-    """Call the in-loop evaluation hook (simulator rollouts) every N steps; 0 = never."""
-    eval_benchmark: str | None = None
-    """Named benchmark the in-loop evaluation hook runs (used by the CLI layer that injects the hook)."""
-    resume: bool = False
-    """Continue RUN exactly from RUN/checkpoints/last (model, optimizer, scheduler, RNG, data order)."""
-    wandb: bool = False
-    """Also log to Weights & Biases (offline unless WANDB_MODE says otherwise; needs `pip install wandb`)."""
-    wandb_project: str = "vla-harness"
-    """wandb project name."""
-    progress: bool = True
-    """Show a progress bar (tqdm) with ETA and loss."""
 
     def __post_init__(self) -> None:
-        self.data, self.out = Path(self.data), Path(self.out)
-        self.base = Path(self.base) if self.base is not None else None
-        self.config = Path(self.config) if self.config is not None else None
-        self.val_episodes = tuple(int(i) for i in self.val_episodes)
-        self.data_config()  # validates cameras, chunk_size, action_key, instructions, norm_mode, split fields
-        self.cameras = self.data_config().cameras
-        if not isinstance(self.model_overrides, Mapping):
-            raise ValueError(f"model_overrides must be a mapping of VLAConfig fields, got {self.model_overrides!r}")
-        self.model_overrides = dict(self.model_overrides)
-        self._check_model_overrides()
-        if self.finetune is None:
-            self.finetune = "lora" if self.base is not None else "full"
-        if self.finetune not in ("lora", "full"):
-            raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
-        if self.base is not None and not (self.base / "config.json").is_file():
-            raise ValueError(f"base: {self.base} is not an OpenVLA-format checkpoint folder (no config.json there)")
-        if self.base is not None and self.image_size is not None:
-            raise ValueError(f"image_size={self.image_size}: the input size of a --base checkpoint is fixed by its "
-                             "position embeddings; drop --image-size")
-        self._check_numbers()
-        if self.lr_milestones is not None:
-            self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
-            if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(m < 1 for m in self.lr_milestones):
-                raise ValueError(f"lr_milestones must be strictly increasing steps >= 1, got {self.lr_milestones}")
-        if self.wandb and importlib.util.find_spec("wandb") is None:
-            raise ValueError("wandb=True but the wandb package is not installed (pip install wandb, or drop --wandb)")
-
-    def _check_model_overrides(self) -> None:
-        """Unknown VLAConfig field names fail here, not minutes later when the model is built; without --base the
-        values are checked too (the preset with the overrides applied must be a valid VLAConfig)."""
-        from policies.openvla.config import VLAConfig, preset
-
-        known = {f.name for f in dataclasses.fields(VLAConfig)}
-        unknown = sorted(set(self.model_overrides) - known)
-        if unknown:
-            close = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
-            hints = ", ".join(f"{u} (did you mean {c[0]}?)" if c else u for u, c in close.items())
-            raise ValueError(f"model_overrides: unknown VLAConfig field(s) {hints}")
-        if self.proprio_noise and not self.use_proprio:
-            raise ValueError(f"proprio_noise={self.proprio_noise} needs use_proprio (the model gets no proprio)")
-        if self.base is None:
-            preset(self.preset, **{"proprio_noise": self.proprio_noise, **self.model_overrides})
-
-    def _check_numbers(self) -> None:
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-                    "lora_rank": self.lora_rank, "log_every": self.log_every, "save_every": self.save_every,
-                    "val_every": self.val_every, "val_batches": self.val_batches}
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        nonneg = {"warmup_steps": self.warmup_steps, "eval_every": self.eval_every, "num_workers": self.num_workers,
-                  "seed": self.seed}
-        for name, value in nonneg.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.keep_last is not None and self.keep_last < 1:
-            raise ValueError(f"keep_last must be >= 1 or None, got {self.keep_last}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        _int_at_least(self, 1, "steps", "batch_size", "grad_accum")
+        _int_at_least(self, 0, "warmup_steps")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.proprio_noise < float("inf"):
-            raise ValueError(f"proprio_noise must be a finite std >= 0, got {self.proprio_noise}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
-        if self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_alpha must be > 0 and lora_dropout in [0, 1), got {self.lora_alpha}, "
-                             f"{self.lora_dropout}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})")
-        if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"image_size must be >= 1 or None, got {self.image_size}")
-
-    # ---- derived --------------------------------------------------------------------------------------------
-    def data_config(self) -> DataConfig:
-        """The :class:`train.config.DataConfig` of this run (raises ValueError naming a bad data field)."""
-        return DataConfig(
-            data_dir=self.data, cameras=self.cameras, chunk_size=self.chunk_size, action_key=self.action_key,
-            use_proprio=self.use_proprio, instructions=self.instructions, pad_end=self.pad_end,
-            norm_mode=self.norm_mode, normalize_grippers=self.normalize_grippers, unnorm_key=self.unnorm_key,
-            val_fraction=self.val_fraction, val_episodes=self.val_episodes, seed=self.seed,
-        )
+        if self.lr_milestones is not None:
+            self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+            if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(m < 1 for m in self.lr_milestones):
+                raise ValueError(f"lr_milestones must be strictly increasing steps >= 1, got {self.lr_milestones}")
 
     def milestones(self) -> tuple[int, ...]:
         """Multistep milestones: ``lr_milestones`` or 80 % of ``steps`` (the seeds decay at 40k of 50k)."""
@@ -273,112 +209,164 @@ class TrainConfig:
             return tuple(self.lr_milestones)
         return (max(1, int(round(0.8 * self.steps))),)
 
+
+@dataclasses.dataclass
+class ComputeConfig:
+    """Compute: device, precision, threads and data-loading processes.
+
+    mixed_precision auto picks bf16 on a CUDA device that supports it and on a CPU where a measured probe
+    (``vla doctor`` shows it) finds bf16 matmul faster than float32; otherwise float32.
+    """
+
+    mixed_precision: MixedPrecision = "auto"
+    """no (float32), bf16 (autocast) or auto (bf16 only where this machine runs it faster)."""
+    device: Device = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+    threads: int | None = None
+    """torch CPU threads per process (default: torch's choice)."""
+    num_workers: int = 2
+    """DataLoader worker processes per device, which only read uint8 frames (0: read in the main process)."""
+    torch_compile: bool = False
+    """torch.compile the vision towers and the Llama decoder."""
+
+    def __post_init__(self) -> None:
+        _int_at_least(self, 0, "num_workers")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+
+
+@dataclasses.dataclass
+class CadenceConfig:
+    """Cadence: how often to log, validate, benchmark in the simulator and save, and where logs go."""
+
+    log_every: int = 10
+    """Log train metrics every N steps (TensorBoard in RUN/tensorboard, metrics.jsonl, wandb)."""
+    save_every: int = 1000
+    """Write a checkpoint every N steps (and always at the last step)."""
+    keep_last: int | None = None
+    """Keep only the newest N checkpoints (None keeps all)."""
+    val_every: int = 500
+    """Validation L1 on the held-out episodes every N steps and at the last step (needs a val split)."""
+    val_batches: int = 8
+    """Batches per validation pass (the same fixed batches every time)."""
+    bench_every: Annotated[int, tyro.conf.arg(aliases=("--eval-every",))] = 0
+    """Benchmark the current weights in the simulator every N steps into RUN/bench/step_N (0: never)."""
+    benchmark: Annotated[str | None, tyro.conf.arg(aliases=("--eval-benchmark",))] = None
+    """Named benchmark (or spec YAML) that --bench-every runs."""
+    wandb: bool = False
+    """Also log to Weights & Biases (offline unless WANDB_MODE says otherwise; needs `pip install wandb`)."""
+    wandb_project: str = "vla-harness"
+    """wandb project name."""
+
+    def __post_init__(self) -> None:
+        _int_at_least(self, 1, "log_every", "save_every", "val_every", "val_batches")
+        _int_at_least(self, 0, "bench_every")
+        if self.keep_last is not None and self.keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1 or None, got {self.keep_last}")
+        if self.wandb and importlib.util.find_spec("wandb") is None:
+            raise ValueError("wandb=True but the wandb package is not installed (pip install wandb, or drop --wandb)")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Fine-tune a VLA on an episode folder and write RUN/checkpoints/step_{N}/ (RUN/checkpoints/last -> newest).
+
+    Runs on one device or under `accelerate launch` (DDP). The model sees normalized actions/proprio; the
+    statistics go to RUN/dataset_statistics.json and into every checkpoint.
+    """
+
+    data: Annotated[DataConfig, tyro.conf.arg(name="data")]
+    out: Path
+    """Run folder: checkpoints/, tensorboard/, metrics.jsonl, dataset_statistics.json."""
+    model: Annotated[ModelConfig, tyro.conf.arg(name="model")] = dataclasses.field(default_factory=ModelConfig)
+    finetune: Annotated[FinetuneConfig, tyro.conf.arg(name="fine-tuning")] = dataclasses.field(
+        default_factory=FinetuneConfig)
+    optim: Annotated[OptimConfig, tyro.conf.arg(name="optimisation")] = dataclasses.field(default_factory=OptimConfig)
+    compute: Annotated[ComputeConfig, tyro.conf.arg(name="compute")] = dataclasses.field(
+        default_factory=ComputeConfig)
+    cadence: Annotated[CadenceConfig, tyro.conf.arg(name="cadence")] = dataclasses.field(
+        default_factory=CadenceConfig)
+    seed: int = 0
+    """Seed of the model init, episode split, sample order, instruction choice and augmentation."""
+    resume: bool = False
+    """Continue RUN exactly from RUN/checkpoints/last (model, optimizer, scheduler, RNG, data order)."""
+    config: Path | None = None
+    """YAML file of flags; flags given on the command line override it (recorded in config.json)."""
+    progress: bool = True
+    """Show a progress bar (tqdm) with ETA and loss."""
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.config = Path(self.config) if self.config is not None else None
+        _int_at_least(self, 0, "seed")
+        self.data.seed = self.seed  # the split and the instruction choice follow the run's seed
+        self.data.__post_init__()
+        if self.model.proprio_noise and not self.data.use_proprio:
+            raise ValueError(f"proprio_noise={self.model.proprio_noise} needs use_proprio (the model gets no proprio)")
+        if self.finetune.mode is None:
+            self.finetune.mode = "lora" if self.model.base is not None else "full"
+
+    # ---- flat view (config files, checkpoints, resume) --------------------------------------------------------
+    @classmethod
+    def from_flat(cls, **flat: Any) -> TrainConfig:
+        """Build (and validate) from flat flag names, e.g. ``TrainConfig.from_flat(data=d, out=o, lr=1e-4)``.
+
+        Raises:
+            ValueError: an unknown flag name (with the closest one) or an invalid value (from the group's checks).
+        """
+        fields = flag_fields(cls)
+        flat = {LEGACY_FLAGS.get(k, k): v for k, v in flat.items()}
+        unknown = sorted(set(flat) - set(fields))
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown field(s) {unknown}{did_you_mean(unknown[0], fields)}")
+        return build(cls, flat)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of the fields as given (paths as strings, tuples as lists; lr_milestones unresolved)."""
+        """JSON-ready ``{flag name: value}`` (paths as strings, tuples as lists; lr_milestones unresolved)."""
         out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
+        for name, field in flag_fields(type(self)).items():
+            value: Any = self
+            for part in field.path:
+                value = getattr(value, part)
+            out[name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+        out["model_overrides"] = dict(self.model.model_overrides)
         return out
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
-        """Build from a YAML file of fields, then ``overrides`` (Python values).
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Build from a YAML file of flags, then ``overrides`` (flat Python values).
 
         Raises:
-            FileNotFoundError: no file. ValueError: not a mapping, an unknown key (with the closest field), a
+            FileNotFoundError: no file. ValueError: not a mapping, an unknown key (with the closest flag), a
                 missing required field (data / out) or an invalid value.
         """
-        values = {**load_yaml_fields(path), "config": Path(path), **overrides}
+        values = {**read_config_file(path, cls, LEGACY_FLAGS), "config": Path(path), **overrides}
         missing = [name for name in ("data", "out") if name not in values]
         if missing:
             raise ValueError(f"{path}: missing required field(s) {missing} (give them in the file or as arguments)")
-        return cls(**values)
+        return cls.from_flat(**values)
 
+    def milestones(self) -> tuple[int, ...]:
+        """Multistep milestones of the run (see :meth:`OptimConfig.milestones`)."""
+        return self.optim.milestones()
 
-_TUPLE_FIELDS = frozenset({"cameras", "val_episodes", "lr_milestones"})
-
-
-def load_yaml_fields(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping of TrainConfig fields (``-`` in keys read as ``_``); values are not validated here.
-
-    Raises:
-        FileNotFoundError: no file. ValueError: invalid YAML, not a mapping, or an unknown key.
-    """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config: {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from err
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: expected a mapping of TrainConfig fields, got {type(raw).__name__}")
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = str(key).replace("-", "_")
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{path}: unknown key {key!r}{hint}; known keys: {', '.join(names)}")
-        if name == "config":
-            raise ValueError(f"{path}: key 'config' is not allowed inside a config file")
-        if name in _TUPLE_FIELDS and isinstance(value, (str, int)):
-            value = (value,)  # `cameras: head,left_wrist` / `val_episodes: 3`
-        values[name] = tuple(value) if isinstance(value, list) else value
-    return values
-
-
-def _config_flag(args: Sequence[str]) -> Path | None:
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--config", type=Path, default=None)
-    known, _ = pre.parse_known_args(list(args))
-    return known.config
-
-
-def has_config_flag(args: Sequence[str]) -> bool:
-    """Whether ``--config FILE`` (or ``--config=FILE``) is among the ``vla train`` arguments."""
-    return _config_flag(args) is not None
+    def model_fields(self) -> dict[str, Any]:
+        """The VLAConfig fields this run sets: those the data fixes (cameras, chunk size, proprio, normalization),
+        then the model knobs, then ``model_overrides``."""
+        data = {"cameras": self.data.cameras, "chunk_size": self.data.chunk_size,
+                "proprio_dim": 14 if self.data.use_proprio else 0, "norm_mode": self.data.norm_mode}
+        return {**data, **self.model.knobs()}
 
 
 def parse_train_args(args: Sequence[str], prog: str = "vla train") -> TrainConfig:
-    """Parse ``vla train`` arguments with ``--config FILE`` supplying the defaults.
-
-    The YAML fields become the default instance of ``tyro.cli(TrainConfig, default=...)``; flags given
-    explicitly override them; ``data`` / ``out`` stay required unless the file sets them.
+    """Parse ``vla train`` arguments; ``--config FILE`` supplies the defaults (``common.config_files``).
 
     Raises:
         FileNotFoundError / ValueError: an unreadable file or unknown key (before any parsing);
         SystemExit: tyro's usage errors (and --help).
     """
-    path = _config_flag(args)
-    if path is None:
-        return tyro.cli(TrainConfig, args=list(args), prog=prog)
-    values = load_yaml_fields(path)
-    values["config"] = path
-    default = object.__new__(TrainConfig)  # not validated: tyro builds (and validates) the final instance
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in values:
-            value = values[f.name]
-            if f.name in ("data", "out", "base") and value is not None:
-                value = Path(value)
-        elif f.default is not dataclasses.MISSING:
-            value = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
-        else:
-            value = tyro.MISSING  # required on the command line
-        setattr(default, f.name, value)
-    return tyro.cli(TrainConfig, args=list(args), default=default, prog=prog)
+    return parse_with_config(TrainConfig, args, prog, LEGACY_FLAGS,
+                             wrap=Annotated[tyro.conf.OmitArgPrefixes[TrainConfig], tyro.conf.arg(name="")])
 
 
 @dataclasses.dataclass

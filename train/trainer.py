@@ -96,7 +96,7 @@ def run_train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> int:
 
 
 def train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> TrainResult:
-    """Train (or resume) the run ``cfg.out`` to ``cfg.steps`` optimizer steps.
+    """Train (or resume) the run ``cfg.out`` to ``cfg.optim.steps`` optimizer steps.
 
     Nothing is written to ``cfg.out`` until the data, the model and (with ``--resume``) the checkpoint have
     been checked.
@@ -107,13 +107,13 @@ def train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> TrainResult:
     """
     from accelerate.utils import set_seed
 
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    if cfg.compute.threads is not None:
+        torch.set_num_threads(cfg.compute.threads)
     ckpt, raw = resume_source(cfg)
     accelerator = _make_accelerator(cfg)
     set_seed(cfg.seed)
     run = _setup(cfg, accelerator, ckpt, raw)
-    if evaluate is None and cfg.eval_every and accelerator.is_main_process:
+    if evaluate is None and cfg.cadence.bench_every and accelerator.is_main_process:
         warnings.warn("eval_every is set but no evaluation hook was given; in-loop evaluation is skipped",
                       stacklevel=2)
     return _loop(run, evaluate)
@@ -125,17 +125,17 @@ def _make_accelerator(cfg: TrainConfig):
     from accelerate.state import AcceleratorState, GradientState
 
     cuda = torch.cuda.is_available()
-    if cfg.device == "cuda" and not cuda:
+    if cfg.compute.device == "cuda" and not cuda:
         raise ValueError("device='cuda' but torch sees no CUDA device")
-    use_cpu = cfg.device == "cpu" or not cuda
-    precision, reason = resolve_precision(cfg.mixed_precision, "cpu" if use_cpu else "cuda")
-    if cfg.progress or cfg.mixed_precision != precision:
+    use_cpu = cfg.compute.device == "cpu" or not cuda
+    precision, reason = resolve_precision(cfg.compute.mixed_precision, "cpu" if use_cpu else "cuda")
+    if cfg.progress or cfg.compute.mixed_precision != precision:
         print(f"mixed precision: {precision} ({reason})", file=sys.stderr)
     # accelerate keeps its state in process-wide singletons; a second train() in the same process (tests, notebooks,
     # benchmarks) may use another precision. The PartialState (process group) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum, cpu=use_cpu,
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.optim.grad_accum, cpu=use_cpu,
                        step_scheduler_with_optimizer=False)
 
 
@@ -147,7 +147,7 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
     from train.sampler import ResumableBatchSampler
     from train.stats import prepare_data
 
-    dcfg = cfg.data_config()
+    dcfg = cfg.data
     prepared = prepare_data(dcfg)  # validates; writes nothing
     dtype = base_dtype(cfg, str(accelerator.mixed_precision))
     if ckpt is not None:
@@ -160,13 +160,13 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
         load_finetune_weights(model, ckpt, raw["finetune"])
     trainable, total = count_parameters(model)
     milestones = cfg.milestones()
-    if cfg.torch_compile:
+    if cfg.compute.torch_compile:
         (model.get_base_model() if hasattr(model, "get_base_model") else model).compile_submodules()
     optimizer, scheduler, params = make_optimizer(cfg, model, milestones)
     model, optimizer = accelerator.prepare(model, optimizer)
     train_ds = EpisodeDataset(dcfg, prepared.train_episodes, prepared.norm_stats)
     val_ds = EpisodeDataset(dcfg, prepared.val_episodes, prepared.norm_stats) if prepared.val_episodes else None
-    sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, cfg.seed, accelerator.process_index,
+    sampler = ResumableBatchSampler(len(train_ds), cfg.optim.batch_size, cfg.seed, accelerator.process_index,
                                     accelerator.num_processes)
     if accelerator.is_main_process:
         _warn_small_batch(cfg, accelerator.num_processes)
@@ -191,10 +191,10 @@ def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _warn_small_batch(cfg: TrainConfig, processes: int) -> None:
-    global_batch = cfg.batch_size * cfg.grad_accum * processes
+    global_batch = cfg.optim.batch_size * cfg.optim.grad_accum * processes
     if global_batch < MIN_GLOBAL_BATCH:
         warnings.warn(
-            f"WARNING: global batch {global_batch} (batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x "
+            f"WARNING: global batch {global_batch} (batch_size {cfg.optim.batch_size} x grad_accum {cfg.optim.grad_accum} x "
             f"{processes} process(es)) is below {MIN_GLOBAL_BATCH}: RoboTwin's OpenVLA-OFT port reports that such "
             "runs collapse to replaying one trajectory whatever the policy sees; raise --grad-accum",
             UserWarning, stacklevel=3)
@@ -208,16 +208,16 @@ def _loop(run: _Run, evaluate: EvaluateFn | None) -> TrainResult:
 
     cfg, acc = run.cfg, run.accelerator
     main = acc.is_main_process
-    logger = RunLogger(cfg.out, enabled=main, wandb_project=cfg.wandb_project if cfg.wandb else None,
+    logger = RunLogger(cfg.out, enabled=main, wandb_project=cfg.cadence.wandb_project if cfg.cadence.wandb else None,
                        config=cfg.to_dict(), start_step=run.start_step, run_name=cfg.out.name)
-    bar = tqdm(total=cfg.steps, initial=run.start_step, disable=not (main and cfg.progress), desc="train",
+    bar = tqdm(total=cfg.optim.steps, initial=run.start_step, disable=not (main and cfg.progress), desc="train",
                dynamic_ncols=True)
     batches = _batches(run)
     history: list[dict[str, float]] = []
     window = {"time": 0.0, "wait": 0.0, "steps": 0}
     last = find_resume_checkpoint(cfg.out)
     try:
-        for step in range(run.start_step + 1, cfg.steps + 1):
+        for step in range(run.start_step + 1, cfg.optim.steps + 1):
             record, elapsed, waited = _train_step(run, batches)
             history.append(record)
             window["time"] += elapsed
@@ -225,15 +225,15 @@ def _loop(run: _Run, evaluate: EvaluateFn | None) -> TrainResult:
             window["steps"] += 1
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
-            final = step == cfg.steps
-            if step % cfg.log_every == 0 or final:
+            final = step == cfg.optim.steps
+            if step % cfg.cadence.log_every == 0 or final:
                 _log_train(run, logger, step, history[-window["steps"]:], window)
                 window = {"time": 0.0, "wait": 0.0, "steps": 0}
-            if run.val_ds is not None and (step % cfg.val_every == 0 or final):
+            if run.val_ds is not None and (step % cfg.cadence.val_every == 0 or final):
                 logger.log(step, _validate(run))
-            if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or final):
+            if evaluate is not None and cfg.cadence.bench_every and (step % cfg.cadence.bench_every == 0 or final):
                 _run_evaluate(run, evaluate, logger, step)
-            if step % cfg.save_every == 0 or final:
+            if step % cfg.cadence.save_every == 0 or final:
                 last = _save(run, step)
     finally:
         bar.close()
@@ -242,7 +242,7 @@ def _loop(run: _Run, evaluate: EvaluateFn | None) -> TrainResult:
         for dataset in (run.train_ds, run.val_ds):
             if dataset is not None:
                 dataset.close()
-    return TrainResult(run_dir=cfg.out, last_checkpoint=last, step=max(run.start_step, cfg.steps), history=history,
+    return TrainResult(run_dir=cfg.out, last_checkpoint=last, step=max(run.start_step, cfg.optim.steps), history=history,
                        is_main_process=main)
 
 
@@ -253,11 +253,11 @@ def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
     pin = run.accelerator.device.type == "cuda"
 
     def make_loader(dataset, batch_lists):
-        return torch.utils.data.DataLoader(dataset, batch_sampler=batch_lists, num_workers=cfg.num_workers,
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batch_lists, num_workers=cfg.compute.num_workers,
                                            collate_fn=dataset.collate_fn, pin_memory=pin,
                                            generator=torch.Generator())  # never draws from the global RNG
 
-    return iterate_batches(run.train_ds, run.sampler, run.start_step * cfg.grad_accum, make_loader)
+    return iterate_batches(run.train_ds, run.sampler, run.start_step * cfg.optim.grad_accum, make_loader)
 
 
 def model_inputs(batch: Mapping[str, Any], processor, train: bool, generator: torch.Generator | None,
@@ -282,7 +282,7 @@ def _train_step(run: _Run, batches) -> tuple[dict[str, float], float, float]:
     sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64)
     grad_norm = torch.tensor(float("nan"))
     lr = run.optimizer.param_groups[0]["lr"]
-    for _ in range(cfg.grad_accum):
+    for _ in range(cfg.optim.grad_accum):
         tw = time.perf_counter()
         m, batch = next(batches)
         waited += time.perf_counter() - tw
@@ -292,12 +292,12 @@ def _train_step(run: _Run, batches) -> tuple[dict[str, float], float, float]:
             out = run.model(**inputs)
             acc.backward(out["loss"])
             if acc.sync_gradients:
-                grad_norm = acc.clip_grad_norm_(run.params, cfg.max_grad_norm or float("inf"))
+                grad_norm = acc.clip_grad_norm_(run.params, cfg.optim.max_grad_norm or float("inf"))
             run.optimizer.step()
             run.optimizer.zero_grad(set_to_none=True)
         sums += torch.stack([out[k].detach().float() for k in METRIC_KEYS]).double().cpu()
     run.scheduler.step()
-    values = (sums / cfg.grad_accum).tolist()
+    values = (sums / cfg.optim.grad_accum).tolist()
     record = {**dict(zip(METRIC_KEYS, values)), "lr": float(lr), "grad_norm": float(grad_norm)}
     return record, time.perf_counter() - t0, waited
 
@@ -308,7 +308,7 @@ def _log_train(run: _Run, logger, step: int, records: list[dict[str, float]], wi
     local = torch.tensor([[r[k] for k in keys] for r in records], dtype=torch.float64).mean(0)
     mean = acc.reduce(local.to(acc.device), reduction="mean").cpu()
     scalars = {f"train/{k}": float(v) for k, v in zip(keys, mean.tolist())}
-    samples = cfg.batch_size * cfg.grad_accum * acc.num_processes * window["steps"]
+    samples = cfg.optim.batch_size * cfg.optim.grad_accum * acc.num_processes * window["steps"]
     scalars["train/lr"] = records[-1]["lr"]
     scalars["train/samples_per_s"] = samples / max(window["time"], 1e-9)
     scalars["train/data_wait_frac"] = window["wait"] / max(window["time"], 1e-9)
@@ -321,7 +321,7 @@ def _validate(run: _Run) -> dict[str, float]:
     from train.sampler import validation_batches
 
     cfg, acc = run.cfg, run.accelerator
-    lists = validation_batches(len(run.val_ds), cfg.batch_size, cfg.val_batches, cfg.seed, acc.process_index,
+    lists = validation_batches(len(run.val_ds), cfg.optim.batch_size, cfg.cadence.val_batches, cfg.seed, acc.process_index,
                                acc.num_processes)
     sums = torch.zeros(len(METRIC_KEYS) + 1, dtype=torch.float64)
     run.model.eval()
@@ -343,7 +343,7 @@ def _current_config(run: _Run, step: int) -> dict[str, Any]:
     model = run.accelerator.unwrap_model(run.model)
     vla = model.get_base_model() if hasattr(model, "get_base_model") else model
     return checkpoint_config(model_config=vla.config, cfg=run.cfg, data=run.data_info,
-                             unnorm_key=run.prepared.unnorm_key, finetune=run.cfg.finetune, step=step,
+                             unnorm_key=run.prepared.unnorm_key, finetune=run.cfg.finetune.mode, step=step,
                              trainable_params=run.trainable_params, total_params=run.total_params)
 
 
@@ -372,9 +372,9 @@ def _save(run: _Run, step: int) -> Path | None:
     target = None
     if acc.is_main_process:
         state = {
-            "step": step, "steps": cfg.steps, "micro_batch": step * cfg.grad_accum,
-            "epoch": run.sampler.position(step * cfg.grad_accum)[0],
-            "samples_seen": step * cfg.grad_accum * cfg.batch_size * acc.num_processes,
+            "step": step, "steps": cfg.optim.steps, "micro_batch": step * cfg.optim.grad_accum,
+            "epoch": run.sampler.position(step * cfg.optim.grad_accum)[0],
+            "samples_seen": step * cfg.optim.grad_accum * cfg.optim.batch_size * acc.num_processes,
             "world_size": acc.num_processes, "seed": cfg.seed, "num_train_samples": len(run.train_ds),
             "batches_per_epoch": run.sampler.batches_per_epoch, "lr_milestones": list(run.milestones),
             "python_rng": [r["python"] for r in rngs], "numpy_rng": [r["numpy"] for r in rngs],
@@ -387,6 +387,6 @@ def _save(run: _Run, step: int) -> Path | None:
         config = _current_config(run, step)
         target = write_checkpoint(cfg.out, step, model=acc.unwrap_model(run.model), processor=run.processor,
                                   norm_stats={run.prepared.unnorm_key: run.prepared.norm_stats}, config=config,
-                                  training_state=training_state, keep_last=cfg.keep_last)
+                                  training_state=training_state, keep_last=cfg.cadence.keep_last)
     acc.wait_for_everyone()
     return target if acc.is_main_process else find_resume_checkpoint(cfg.out)

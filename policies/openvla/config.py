@@ -30,6 +30,20 @@ TokenDecoding = Literal["autoregressive", "parallel"]
 AttnImplementation = Literal["sdpa", "eager"]
 
 
+KNOB = "cli_knob"
+"""Field-metadata key of the VLAConfig fields ``vla train`` exposes as flags (``--action-head``, ...)."""
+
+
+def knob(default: Any) -> Any:
+    """A VLAConfig field that ``vla train`` exposes as a flag (its docstring is the help, its check VLAConfig's)."""
+    return dataclasses.field(default=default, metadata={KNOB: True})
+
+
+def knob_names() -> tuple[str, ...]:
+    """Names of the VLAConfig fields marked :func:`knob`, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(VLAConfig) if f.metadata.get(KNOB))
+
+
 def _positive(owner: str, **values: int | float) -> None:
     for name, value in values.items():
         if value <= 0:
@@ -118,13 +132,13 @@ LLAMA2_7B = LLMSpec()
 class VLAConfig:
     """Everything that defines the VLA's architecture and its input conventions (saved as ``config.json``)."""
 
-    vision_backbone: VisionBackboneKind = "dinosiglip"
+    vision_backbone: VisionBackboneKind = knob("dinosiglip")
     """Vision tower: ``dinosiglip`` (DINOv2 + SigLIP fused on the feature axis, OpenVLA), ``dinov2`` or ``siglip``."""
     dino: VisionSpec = DINOV2_VIT_L
     """DINOv2-with-registers featurizer dimensions (used by dinosiglip and dinov2)."""
     siglip: VisionSpec = SIGLIP_SO400M
     """SigLIP featurizer dimensions (used by dinosiglip and siglip)."""
-    image_size: int = 224
+    image_size: int = knob(224)
     """Square input side (px) of every view after preprocessing."""
     patch_size: int = 14
     """ViT patch side (px); each view gives (image_size / patch_size)^2 tokens."""
@@ -133,13 +147,13 @@ class VLAConfig:
     dinosiglip), ``gelu-mlp`` (fc1 V->D, GELU, fc2 D->D) or ``auto`` (fused for dinosiglip, else gelu-mlp)."""
     llm: LLMSpec = LLAMA2_7B
     """Llama dimensions and special token ids."""
-    action_head: ActionHeadKind = "l1"
+    action_head: ActionHeadKind = knob("l1")
     """``l1``: OFT L1-regression MLP-ResNet head on parallel-decoded hidden states; ``tokens``: OpenVLA's
     discretized action tokens predicted by the LLM's lm_head."""
-    token_decoding: TokenDecoding = "autoregressive"
+    token_decoding: TokenDecoding = knob("autoregressive")
     """For the tokens head: ``autoregressive`` (original OpenVLA: causal, greedy, one token per action value) or
     ``parallel`` (OFT: zeroed placeholder embeddings, bidirectional attention, one forward pass)."""
-    n_action_bins: int = 256
+    n_action_bins: int = knob(256)
     """Uniform bins on [-1, 1] for the tokens head (OpenVLA: 256)."""
     action_token_end_id: int = 32000
     """One past the highest action-token id: bin index d (1-based, ``np.digitize``) is token
@@ -154,22 +168,22 @@ class VLAConfig:
     """A, dimensions of one action (14 for the dual-arm layout)."""
     proprio_dim: int = 14
     """P, proprio input size; 0 = no proprio token. Otherwise one projected token follows the patches (OFT)."""
-    action_head_hidden: int | None = None
+    action_head_hidden: int | None = knob(None)
     """Hidden width of the L1 head's MLP-ResNet (None: the LLM width, as OFT)."""
-    action_head_blocks: int = 2
+    action_head_blocks: int = knob(2)
     """Residual blocks in the L1 head (OFT: 2)."""
-    use_film: bool = False
+    use_film: bool = knob(False)
     """FiLM: in each used ViT block, after the attention residual, x = x * (1 + gamma) + beta with gamma, beta
     linear in the mean language embedding (OFT ``FiLMedVisionTransformerBlock``)."""
     cameras: tuple[str, ...] = ("head", "left_wrist")
     """Camera views in model order (1-4 names from envs.layout.CAMERAS); views concatenate on the token axis."""
-    image_aug: bool = True
+    image_aug: bool = knob(True)
     """Train-time augmentation as OFT: random crop of 90 % area (square) resized back + color jitter."""
-    center_crop: bool = True
+    center_crop: bool = knob(True)
     """Eval-time center crop of ``crop_scale`` area resized back (use when trained with ``image_aug``)."""
-    crop_scale: float = 0.9
+    crop_scale: float = knob(0.9)
     """Area fraction kept by the train random crop and the eval center crop."""
-    proprio_noise: float = 0.0
+    proprio_noise: float = knob(0.0)
     """Train-time augmentation: std of Gaussian noise added to the normalized proprio input (normalized units:
     1.0 = half the q01..q99 range of each dimension; 0 = off). It keeps the coarse arm state (phase, gripper)
     and hides its fine position, so the policy cannot copy the current pose into the action and must locate

@@ -31,9 +31,11 @@ class ServeConfig:
     api_key: str | None = None
     """Require the header `Authorization: Api-Key KEY` (what openpi_client sends for api_key=KEY); connections
     without it are refused with HTTP 401. Note that command-line arguments are visible to other local users."""
-    max_batch_size: int = 8
-    """Dynamic batching: at most this many samples (summed over concurrent requests) per policy call; 1 turns
-    batching off. Results are the same as unbatched calls."""
+    max_batch_size: int = 1
+    """Dynamic batching across concurrent connections: at most this many samples per policy call (1: off, every
+    request computed alone, bit-identical to in-process calls). Merged samples equal unbatched calls to float32
+    rounding (~1e-6 of the action scale: CPU/GPU matmul kernels differ between batch sizes); 8 raises throughput
+    when several clients query at once (benchmarks/results/server.json)."""
     max_wait_ms: float = 0.0
     """After the first queued request, wait up to this long for more before running the batch (0: batch only
     what queued up while the previous call ran, adding no latency)."""

@@ -65,6 +65,7 @@ def policy_metadata_dict(meta: Any, config: ServeConfig) -> dict[str, Any]:
         "action_layout": list(meta.action_layout),
         "control_mode": meta.control_mode,
         "image_size": meta.image_size,
+        "uses_privileged_state": bool(meta.uses_privileged_state),
         "tasks": list(meta.tasks),
         "norm_mode": extra.get("norm_mode"),
         "sha256": extra.get("sha256"),

@@ -19,5 +19,5 @@ def test_the_demo_recipe_exists() -> None:
 def test_recipe_builds_a_train_config(recipe: Path, tmp_path: Path) -> None:
     cfg = TrainConfig.from_yaml(recipe, data=tmp_path / "data", out=tmp_path / "run")
     assert cfg.config == recipe
-    assert cfg.batch_size * cfg.grad_accum >= 16, "the recipe's global batch is below 16 (collapse warning)"
+    assert cfg.optim.batch_size * cfg.optim.grad_accum >= 16, "the recipe's global batch is below 16 (collapse warning)"
     assert not (tmp_path / "run").exists(), "building a config must not create the run folder"

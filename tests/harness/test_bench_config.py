@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.registry import available_benchmarks, load_benchmark
+from harness.benchmark_specs import available_benchmarks, load_benchmark
 from envs.specs import TASKS
 from harness.config import BenchConfig, parse_seeds, parse_tasks
 

@@ -14,6 +14,7 @@ import pytest
 from gallery_fixtures import episode_record, video_name, write_run
 
 from harness.gallery import build_comparison_gallery, build_gallery
+from harness.records import RecordsError
 from harness.review_data import RunFolderError, load_run, summarize
 
 NASTY = 'put the <script>alert("x")</script> & the "cube" on <b>top</b>'
@@ -72,26 +73,23 @@ def test_truncated_last_line_is_ignored(tmp_path: Path, caplog: pytest.LogCaptur
     with caplog.at_level(logging.WARNING):
         run = load_run(write_run(tmp_path / "r", records, results=False, trailing=partial))
     assert sorted(run.episodes) == [("pick", 0), ("pick", 1), ("pick", 2)]
-    assert run.truncated_last_line
-    assert "truncated last line 4" in caplog.text
+    assert run.torn_line == 4
+    assert "ignoring torn last line 4" in caplog.text
 
 
 def test_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "r", [episode_record("pick", 0)], results=False)
     with open(run_dir / "episodes.jsonl", "a") as handle:
         handle.write("{not json\n" + json.dumps(episode_record("pick", 1)) + "\n")
-    with pytest.raises(RunFolderError, match=r"episodes\.jsonl: line 2 is not valid JSON"):
+    with pytest.raises(RecordsError, match=r"episodes\.jsonl:2: not valid JSON"):
         load_run(run_dir)
 
 
-def test_duplicate_key_last_record_wins(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_duplicate_key_is_an_error_as_for_resume(tmp_path: Path) -> None:
+    """One duplicate rule for every reader: the gallery refuses a folder that --resume would refuse."""
     records = [episode_record("pick", 0, "failure"), episode_record("pick", 1), episode_record("pick", 0)]
-    with caplog.at_level(logging.WARNING):
-        run = load_run(write_run(tmp_path / "r", records, results=False))
-    assert len(run.episodes) == 2
-    assert run.episodes[("pick", 0)].outcome() == "success" and run.episodes[("pick", 0)].line == 3
-    assert run.duplicates == {("pick", 0): [1, 3]}
-    assert "appears 2 times (lines 1, 3); using the last record (line 3)" in caplog.text
+    with pytest.raises(RecordsError, match=r"episodes\.jsonl:3: .*seed=0\) was already recorded at line 1"):
+        load_run(write_run(tmp_path / "r", records, results=False))
 
 
 @pytest.mark.parametrize(("setup", "message"), [
@@ -118,20 +116,20 @@ def test_bad_folders_name_the_path(tmp_path: Path, setup: str, message: str) -> 
     ({"seed": "3"}, "key 'seed' must be int, got str '3'"),
     ({"seed": True}, "key 'seed' must be int, got bool"),
     ({"status": "crashed"}, "key 'status' must be one of"),
-    ({"success_once": None}, "key 'success_once' must be bool"),
+    ({"success_once": None}, "key 'success_once' must be bool, got NoneType"),
     ({"schema_version": 2}, "schema_version 2 is not supported"),
 ])
 def test_malformed_record_names_file_line_and_key(tmp_path: Path, extra: dict, message: str) -> None:
     records = [episode_record("pick", 0), episode_record("pick", 1, line_extra=extra)]
-    with pytest.raises(RunFolderError, match=re.escape(message)) as exc:
+    with pytest.raises(RecordsError, match=re.escape(message)) as exc:
         load_run(write_run(tmp_path / "r", records, results=False))
-    assert "episodes.jsonl: line 2" in str(exc.value)
+    assert "episodes.jsonl:2: " in str(exc.value)
 
 
 def test_missing_record_key(tmp_path: Path) -> None:
     record = episode_record("pick", 0)
     del record["episode_len"]
-    with pytest.raises(RunFolderError, match="line 1: missing key 'episode_len'"):
+    with pytest.raises(RecordsError, match="episodes.jsonl:1: missing key 'episode_len'"):
         load_run(write_run(tmp_path / "r", [record], results=False))
 
 

@@ -123,7 +123,7 @@ def openvla_base(tmp_path, data3):
 def test_lora_on_openvla_base(tmp_path, data3, openvla_base):
     cfg = micro_config(data3, tmp_path / "run", steps=2, base=openvla_base, lora_rank=4, eval_every=2,
                        model_overrides={})  # the base fixes every architecture field
-    assert cfg.finetune == "lora", "default with --base"
+    assert cfg.finetune.mode == "lora", "default with --base"
     result, pred, config = _train_capturing(cfg)
     ckpt = result.last_checkpoint
     assert _files(ckpt) == LORA | TRAINING_STATE, "with --base the frozen base is NOT copied"

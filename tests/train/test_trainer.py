@@ -144,7 +144,7 @@ def test_lr_schedules():
     assert lr_lambda("constant", 10, 0, (), 0.1)(9) == 1.0
     from train.train_config import TrainConfig
 
-    assert TrainConfig(data=Path("d"), out=Path("o"), steps=50000).milestones() == (40000,)
+    assert TrainConfig.from_flat(data=Path("d"), out=Path("o"), steps=50000).milestones() == (40000,)
 
 
 def test_sampler_shards_are_disjoint_and_resumable():
@@ -169,9 +169,9 @@ def test_yaml_supplies_defaults_and_explicit_flags_win(tmp_path):
     path.write_text(f"data: {tmp_path}\nout: {tmp_path / 'r'}\nlr: 1.0e-3\nsteps: 7\nbatch-size: 4\n"
                     "model_overrides: {llm: {num_layers: 1}}\n")
     cfg = parse_train_args(["--config", str(path), "--lr", "5e-4"])  # explicit flag equal to the default still wins
-    assert cfg.lr == 5e-4 and cfg.steps == 7 and cfg.batch_size == 4 and cfg.data == tmp_path
-    assert cfg.model_overrides == {"llm": {"num_layers": 1}} and cfg.config == path
-    assert parse_train_args(["--config", str(path)]).lr == 1e-3
+    assert cfg.optim.lr == 5e-4 and cfg.optim.steps == 7 and cfg.optim.batch_size == 4 and cfg.data.data_dir == tmp_path
+    assert cfg.model.model_overrides == {"llm": {"num_layers": 1}} and cfg.config == path
+    assert parse_train_args(["--config", str(path)]).optim.lr == 1e-3
 
 
 def test_yaml_unknown_key_is_a_clear_error(tmp_path):
@@ -197,9 +197,9 @@ def test_bad_model_overrides_fail_when_the_config_is_built(tmp_path):
     with pytest.raises(ValueError, match="proprio_noise must be a finite std >= 0"):
         TrainConfig.from_yaml(path, data=tmp_path, out=tmp_path / "r")
     with pytest.raises(ValueError, match="needs use_proprio"):
-        TrainConfig(data=tmp_path, out=tmp_path / "r", proprio_noise=0.5)
+        TrainConfig.from_flat(data=tmp_path, out=tmp_path / "r", proprio_noise=0.5)
     with pytest.raises(ValueError, match="proprio_noise must be a finite std >= 0"):
-        TrainConfig(data=tmp_path, out=tmp_path / "r", use_proprio=True, proprio_noise=float("nan"))
+        TrainConfig.from_flat(data=tmp_path, out=tmp_path / "r", use_proprio=True, proprio_noise=float("nan"))
     assert not (tmp_path / "r").exists()
 
 

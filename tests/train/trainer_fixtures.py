@@ -39,7 +39,7 @@ def micro_config(data: Path, out: Path, **overrides: Any):
         mixed_precision="no",
     )
     kwargs.update(overrides)
-    return TrainConfig(**kwargs)
+    return TrainConfig.from_flat(**kwargs)
 
 
 def fixed_inputs(processor: Any, norm_stats: Any, n: int = 3, seed: int = 0) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Named benchmark specs: ``benchmarks/specs/NAME.yaml``, loaded by name (``vla bench --benchmark NAME``).
+"""Named benchmark specs: ``harness/specs/NAME.yaml`` (package data), loaded by name (``vla bench --benchmark
+NAME``) or from a YAML path; and the seed syntax every command uses (:func:`parse_seeds`).
 
 A spec file holds:
 
@@ -10,23 +11,54 @@ A spec file holds:
     image_size: int               # optional (default 128): render size when the policy does not fix one
     video_cameras: [camera, ...]  # optional: cameras in the videos when the CLI does not say
 
-Light (PyYAML + envs.specs only): no harness, torch or ManiSkill import.
+Light (PyYAML + envs.specs only): no torch or ManiSkill import.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from common.config_files import load_yaml
+from common.names import did_you_mean
 from envs.config import parse_cameras
 from envs.specs import TASKS, get_task
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
 _KEYS = {"name", "description", "tasks", "seeds", "max_episode_steps", "image_size", "video_cameras"}
+MAX_SEED = 2**32 - 1
+"""Largest seed: ManiSkill seeds numpy's RandomState, which takes 32-bit seeds."""
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parse ``"A:B"`` (A <= seed < B), ``"3,7,9"`` or ``"5"`` into a sorted list of distinct seeds in [0, 2^32).
+
+    Raises:
+        ValueError: malformed text, an empty range, a negative, too large or repeated seed.
+    """
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            a, b = (int(x) for x in text.split(":"))
+            if b <= a:
+                raise ValueError(f"seeds: empty range {text!r} (A:B means A <= seed < B)")
+            seeds = list(range(a, b))
+        else:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        if "seeds:" in str(err):
+            raise
+        raise ValueError(f"seeds: expected 'A:B', 'a,b,c' or one integer, got {text!r}") from err
+    if not seeds:
+        raise ValueError(f"seeds: no seed in {text!r}")
+    if min(seeds) < 0:
+        raise ValueError(f"seeds: must be >= 0, got {min(seeds)}")
+    if max(seeds) > MAX_SEED:
+        raise ValueError(f"seeds: must be < 2^32 (ManiSkill's RNG takes 32-bit seeds), got {max(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: {text!r} lists a seed twice")
+    return sorted(seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,13 +87,11 @@ class BenchmarkSpec:
 
 
 def available_benchmarks() -> list[str]:
-    """Names of every spec in benchmarks/specs/."""
+    """Names of every spec in harness/specs/."""
     return sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
 
 
 def _parse_seeds(value: Any, where: str) -> tuple[int, ...]:
-    from harness.config import parse_seeds  # light module (no numpy/torch)
-
     if isinstance(value, list):
         value = ",".join(str(v) for v in value)
     try:
@@ -119,17 +149,14 @@ def load_benchmark(name: str) -> BenchmarkSpec:
     """Load a benchmark spec by name (or from a path to a .yaml file).
 
     Raises:
-        ValueError: unknown name (the message lists the known ones and the closest match), or an invalid spec
-            (the message names the file and key).
+        FileNotFoundError: a path ending in .yaml/.yml that does not exist.
+        ValueError: unknown name (the message lists the known ones and the closest match), invalid YAML, or an
+            invalid spec (the message names the file and key).
     """
     path = Path(name)
-    if path.suffix not in (".yaml", ".yml") or not path.exists():
+    if path.suffix not in (".yaml", ".yml"):
         known = available_benchmarks()
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown benchmark {name!r}; known: {known}{hint}")
+            raise ValueError(f"unknown benchmark {name!r}; known: {known}{did_you_mean(name, known)}")
         path = SPECS_DIR / f"{name}.yaml"
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    return _from_dict(data, path)
+    return _from_dict(load_yaml(path, "benchmark spec file"), path)
