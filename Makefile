@@ -10,12 +10,13 @@ QUICK ?= 0
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast bench-experts bench-recording clean-demo
+.PHONY: help setup demo test test-fast lint bench-experts bench-recording clean-demo
 
 help:
 	@echo "make demo        set up, record demos, train the tiny VLA, benchmark it, build the gallery (QUICK=1: short)"
 	@echo "make test        set up, run the whole test suite (what CI runs)"
 	@echo "make test-fast   unit tests only (no simulator, no browser)"
+	@echo "make lint        ruff check + ruff format --check (part of make test)"
 	@echo "make setup       system packages + .venv (idempotent)"
 
 setup:
@@ -24,8 +25,12 @@ setup:
 demo: setup
 	$(PY) -m scripts.demo $(if $(filter 1,$(QUICK)),--quick,) $(DEMO_ARGS)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not maniskill and not render and not browser and not slow and not gpu" $(PYTEST_ARGS)

@@ -77,7 +77,7 @@ def _frame(rng: np.random.Generator, background: np.ndarray, t: int, num_steps: 
         cx = int(s * (0.2 + 0.6 * ((phase + 0.3 * k) % 1.0)))
         cy = int(s * (0.3 + 0.2 * k + 0.1 * np.sin(2 * np.pi * phase)))
         half = s // (10 + 4 * k)
-        img[max(0, cy - half):cy + half, max(0, cx - half):cx + half] = color
+        img[max(0, cy - half) : cy + half, max(0, cx - half) : cx + half] = color
     return img
 
 
@@ -96,8 +96,9 @@ def synthesize(folder: Path, cfg: BenchConfig) -> dict:
                 grad = np.stack([120 + 60 * yy, 110 + 50 * xx + 10 * c, 100 + 40 * (xx + yy) / 2], axis=-1)
                 texture = rng.integers(-6, 7, size=(s, s, 1))  # table/wall texture, fixed per view
                 background = np.clip(grad + texture, 0, 255).astype(np.uint8)
-                ds = f.create_dataset(CAMERA_TO_HDF5_KEY[cam], shape=(n, s, s, 3), dtype=np.uint8,
-                                      chunks=(1, s, s, 3), compression="lzf")
+                ds = f.create_dataset(
+                    CAMERA_TO_HDF5_KEY[cam], shape=(n, s, s, 3), dtype=np.uint8, chunks=(1, s, s, 3), compression="lzf"
+                )
                 for t in range(n):
                     ds[t] = _frame(rng, background, t, n)
             action = np.cumsum(rng.normal(0, 0.01, size=(n, 14)), axis=0)
@@ -112,9 +113,16 @@ def synthesize(folder: Path, cfg: BenchConfig) -> dict:
     files = sorted(folder.glob("episode_*.hdf5"))
     total = sum(p.stat().st_size for p in files)
     frames = cfg.episodes * cfg.steps * len(cfg.cameras)
-    return {"episodes": cfg.episodes, "steps": cfg.steps, "image_size": s, "cameras": list(cfg.cameras),
-            "bytes_on_disk": total, "compressed_bytes_per_frame": round(total / frames),
-            "raw_bytes_per_frame": s * s * 3, "compression": "lzf, chunks (1, S, S, 3)"}
+    return {
+        "episodes": cfg.episodes,
+        "steps": cfg.steps,
+        "image_size": s,
+        "cameras": list(cfg.cameras),
+        "bytes_on_disk": total,
+        "compressed_bytes_per_frame": round(total / frames),
+        "raw_bytes_per_frame": s * s * 3,
+        "compression": "lzf, chunks (1, S, S, 3)",
+    }
 
 
 class Resize:
@@ -146,8 +154,9 @@ def _measure(folder: str, cfg: BenchConfig, out_size: int, workers: int, queue) 
     from train.stats import prepare_data
 
     t0 = time.perf_counter()
-    dcfg = DataConfig(data_dir=Path(folder), cameras=cfg.cameras, chunk_size=cfg.chunk_size, use_proprio=True,
-                      instructions="both")
+    dcfg = DataConfig(
+        data_dir=Path(folder), cameras=cfg.cameras, chunk_size=cfg.chunk_size, use_proprio=True, instructions="both"
+    )
     prepared = prepare_data(dcfg)
     ds = EpisodeDataset(dcfg, prepared.train_episodes, prepared.norm_stats, transform=Resize(out_size))
     build_s = time.perf_counter() - t0
@@ -160,21 +169,30 @@ def _measure(folder: str, cfg: BenchConfig, out_size: int, workers: int, queue) 
             ds[int(i)]
             times.append(time.perf_counter() - s0)
         ms = np.array(times) * 1e3
-        latency = {"sample_ms_mean": float(ms.mean()), "sample_ms_p50": float(np.median(ms)),
-                   "sample_ms_p95": float(np.percentile(ms, 95))}
-        batch = [ds[int(i)] for i in idx[:cfg.batch_size]]
+        latency = {
+            "sample_ms_mean": float(ms.mean()),
+            "sample_ms_p50": float(np.median(ms)),
+            "sample_ms_p95": float(np.percentile(ms, 95)),
+        }
+        batch = [ds[int(i)] for i in idx[: cfg.batch_size]]
         c0 = time.perf_counter()
         for _ in range(5):
             ds.collate_fn(batch)
         latency["collate_transform_ms_per_batch"] = (time.perf_counter() - c0) / 5 * 1e3
         ds.close()
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
-                                         collate_fn=ds.collate_fn, drop_last=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=ds.collate_fn,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     # Time batches warmup .. warmup+batches, but always finish the epoch (no abandoned worker iterators).
     total, t_start, t_end, batches = cfg.warmup_batches + cfg.batches, None, None, 0
     while t_end is None:
-        for batch in loader:
+        for _batch in loader:
             batches += 1
             if batches == cfg.warmup_batches:
                 t_start = time.perf_counter()
@@ -184,17 +202,27 @@ def _measure(folder: str, cfg: BenchConfig, out_size: int, workers: int, queue) 
     del loader
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    queue.put({
-        "out_size": out_size, "num_workers": workers, "batch_size": cfg.batch_size,
-        "multiprocessing_context": torch.multiprocessing.get_start_method() if workers else None,
-        "samples_per_s": cfg.batches * cfg.batch_size / elapsed, "ms_per_batch": elapsed / cfg.batches * 1e3,
-        "ms_per_sample_amortized": elapsed / (cfg.batches * cfg.batch_size) * 1e3, "timed_batches": cfg.batches,
-        "build_s (validate + stats + index)": build_s, **latency,
-        "peak_rss_mib_main": round(rss_self, 1), "peak_rss_mib_largest_worker": round(rss_children, 1),
-        "torch_threads_main": torch.get_num_threads(), "num_samples": len(ds),
-        "pixel_values_shape": list(batch["pixel_values"].shape),
-        "model_samples_per_s": None, "headroom": None,
-    })
+    queue.put(
+        {
+            "out_size": out_size,
+            "num_workers": workers,
+            "batch_size": cfg.batch_size,
+            "multiprocessing_context": torch.multiprocessing.get_start_method() if workers else None,
+            "samples_per_s": cfg.batches * cfg.batch_size / elapsed,
+            "ms_per_batch": elapsed / cfg.batches * 1e3,
+            "ms_per_sample_amortized": elapsed / (cfg.batches * cfg.batch_size) * 1e3,
+            "timed_batches": cfg.batches,
+            "build_s (validate + stats + index)": build_s,
+            **latency,
+            "peak_rss_mib_main": round(rss_self, 1),
+            "peak_rss_mib_largest_worker": round(rss_children, 1),
+            "torch_threads_main": torch.get_num_threads(),
+            "num_samples": len(ds),
+            "pixel_values_shape": list(batch["pixel_values"].shape),
+            "model_samples_per_s": None,
+            "headroom": None,
+        }
+    )
 
 
 def _display_path(path: Path) -> str:
@@ -228,21 +256,28 @@ def run(cfg: BenchConfig) -> dict:
     report = {
         "benchmark": "dataloader",
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
-        "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_info(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
         "config": {k: (_display_path(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
         "data": data,
-        "summary_samples_per_s": {f"{r['out_size']}px_workers{r['num_workers']}": round(r["samples_per_s"], 1)
-                                  for r in results},
+        "summary_samples_per_s": {
+            f"{r['out_size']}px_workers{r['num_workers']}": round(r["samples_per_s"], 1) for r in results
+        },
         "results": results,
-        "model_step": {"samples_per_s": None, "source": None,
-                       "note": "fill from the trainer benchmark (same machine, same views/size); per result "
-                               "headroom = samples_per_s / model samples_per_s, requirement >= 5"},
+        "model_step": {
+            "samples_per_s": None,
+            "source": None,
+            "note": "fill from the trainer benchmark (same machine, same views/size); per result "
+            "headroom = samples_per_s / model samples_per_s, requirement >= 5",
+        },
         "notes": "Files are freshly written, so reads come from the page cache (as for a dataset that fits in "
-                 "RAM). The synthetic frames carry a per-pixel texture, so lzf compresses them less than clean "
-                 "renders (pessimistic for the loader). Each configuration runs in its own forked process (parent "
-                 "without torch) and DataLoader workers fork from it; peak RSS is that process's ru_maxrss and, for "
-                 "workers > 0, the largest worker's.",
+        "RAM). The synthetic frames carry a per-pixel texture, so lzf compresses them less than clean "
+        "renders (pessimistic for the loader). Each configuration runs in its own forked process (parent "
+        "without torch) and DataLoader workers fork from it; peak RSS is that process's ru_maxrss and, for "
+        "workers > 0, the largest worker's.",
     }
     write_result(cfg.out, report)
     return report

@@ -49,8 +49,13 @@ def bench_task(task: str, seeds: range) -> dict:
     wall = time.perf_counter() - t0
     n = len(seeds)
     return {
-        "episodes": n, "successes": ok, "success_rate": ok / n, "success_once_rate": once / n,
-        "failed_seeds": failed, "mean_steps": sum(steps) / n, "seconds_per_episode": wall / n,
+        "episodes": n,
+        "successes": ok,
+        "success_rate": ok / n,
+        "success_once_rate": once / n,
+        "failed_seeds": failed,
+        "mean_steps": sum(steps) / n,
+        "seconds_per_episode": wall / n,
     }
 
 
@@ -66,11 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.tasks:
         per_task[task] = bench_task(task, seeds)
         r = per_task[task]
-        print(f"{task:24s} {r['successes']:3d}/{r['episodes']} ({r['success_rate']:.0%})  "
-              f"{r['mean_steps']:.0f} steps  {r['seconds_per_episode']:.2f} s/episode  failed: {r['failed_seeds']}")
+        print(
+            f"{task:24s} {r['successes']:3d}/{r['episodes']} ({r['success_rate']:.0%})  "
+            f"{r['mean_steps']:.0f} steps  {r['seconds_per_episode']:.2f} s/episode  failed: {r['failed_seeds']}"
+        )
     payload = {
-        **result_header("scripted expert success, state only (no rendering), CPU simulator",
-                        "benchmarks.bench_experts", argv),
+        **result_header(
+            "scripted expert success, state only (no rendering), CPU simulator", "benchmarks.bench_experts", argv
+        ),
         "seeds": f"{seeds.start}:{seeds.stop}",
         "per_task": per_task,
     }

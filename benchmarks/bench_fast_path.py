@@ -73,28 +73,81 @@ def make_policy_checkpoint(root: Path) -> str:
     """Record 2 demos and train the recipe's tiny VLA for 2 steps; returns ``checkpoint:PATH``."""
     recipe = Path(__file__).resolve().parent / "recipes" / "tiny-liftbar.yaml"
     data, run = root / "data", root / "run"
-    subprocess.run(_vla("demos", "--task", TASK, "--episodes", "2", "--out", str(data), "--image-size", "128",
-                        "--cameras", "head", "--no-progress"), check=True, capture_output=True)
-    subprocess.run(_vla("train", "--config", str(recipe), "--data", str(data), "--out", str(run), "--steps", "2",
-                        "--warmup-steps", "1", "--val-fraction", "0", "--no-progress"), check=True,
-                   capture_output=True)
+    subprocess.run(
+        _vla(
+            "demos",
+            "--task",
+            TASK,
+            "--episodes",
+            "2",
+            "--out",
+            str(data),
+            "--image-size",
+            "128",
+            "--cameras",
+            "head",
+            "--no-progress",
+        ),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        _vla(
+            "train",
+            "--config",
+            str(recipe),
+            "--data",
+            str(data),
+            "--out",
+            str(run),
+            "--steps",
+            "2",
+            "--warmup-steps",
+            "1",
+            "--val-fraction",
+            "0",
+            "--no-progress",
+        ),
+        check=True,
+        capture_output=True,
+    )
     return f"checkpoint:{run / 'checkpoints' / 'last'}"
 
 
 def run_bench(cfg: FastPathBenchConfig, policy: str, out: Path, extra: list[str]) -> dict:
     """One `vla bench` run; returns its throughput numbers."""
-    cmd = _vla("bench", "--policy", policy, "--tasks", TASK, "--seeds", f"100000:{100000 + cfg.seeds}", "--out",
-               str(out), "--workers", str(cfg.workers), "--image-size", str(cfg.image_size), "--no-end-on-success",
-               "--no-progress", *extra)
+    cmd = _vla(
+        "bench",
+        "--policy",
+        policy,
+        "--tasks",
+        TASK,
+        "--seeds",
+        f"100000:{100000 + cfg.seeds}",
+        "--out",
+        str(out),
+        "--workers",
+        str(cfg.workers),
+        "--image-size",
+        str(cfg.image_size),
+        "--no-end-on-success",
+        "--no-progress",
+        *extra,
+    )
     subprocess.run(cmd, check=True, capture_output=True)
     results = json.loads((out / "results.json").read_text())
     records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     steps = sum(r["episode_len"] for r in records)
     summed = sum(r["wall_s"] for r in records)
-    return {"command": " ".join(cmd[3:]), "episodes": len(records), "steps": steps,
-            "episodes_per_hour": results["throughput"]["episodes_per_hour"], "wall_s": results["throughput"]["wall_s"],
-            "steady_episodes_per_hour": round(len(records) * cfg.workers / summed * 3600, 1),
-            "statuses": sorted({r["status"] for r in records})}
+    return {
+        "command": " ".join(cmd[3:]),
+        "episodes": len(records),
+        "steps": steps,
+        "episodes_per_hour": results["throughput"]["episodes_per_hour"],
+        "wall_s": results["throughput"]["wall_s"],
+        "steady_episodes_per_hour": round(len(records) * cfg.workers / summed * 3600, 1),
+        "statuses": sorted({r["status"] for r in records}),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,20 +160,33 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         policy = cfg.policy or make_policy_checkpoint(root)
         for name, extra in pairs.items():
-            before = run_bench(cfg, policy, root / f"{name}-before", [
-                *extra, "--visual-quality", "full", "--env-factory", "benchmarks.bench_fast_path:eager_env"])
+            before = run_bench(
+                cfg,
+                policy,
+                root / f"{name}-before",
+                [*extra, "--visual-quality", "full", "--env-factory", "benchmarks.bench_fast_path:eager_env"],
+            )
             after = run_bench(cfg, policy, root / f"{name}-after", extra)
-            rows[name] = {"before": before, "after": after,
-                          "speedup": round(after["episodes_per_hour"] / before["episodes_per_hour"], 2),
-                          "steady_speedup": round(after["steady_episodes_per_hour"]
-                                                  / before["steady_episodes_per_hour"], 2)}
-            print(f"{name:24s} before {before['episodes_per_hour']:7.1f} ep/h  after {after['episodes_per_hour']:7.1f} "
-                  f"ep/h  {rows[name]['speedup']:.1f}x (steady {rows[name]['steady_speedup']:.1f}x)")
+            rows[name] = {
+                "before": before,
+                "after": after,
+                "speedup": round(after["episodes_per_hour"] / before["episodes_per_hour"], 2),
+                "steady_speedup": round(after["steady_episodes_per_hour"] / before["steady_episodes_per_hour"], 2),
+            }
+            print(
+                f"{name:24s} before {before['episodes_per_hour']:7.1f} ep/h  after {after['episodes_per_hour']:7.1f} "
+                f"ep/h  {rows[name]['speedup']:.1f}x (steady {rows[name]['steady_speedup']:.1f}x)"
+            )
     payload = {
-        **result_header("vla bench episodes/hour: stock visuals + eager rendering vs low-poly + render on demand",
-                        "benchmarks.bench_fast_path", argv),
-        "task": TASK, "policy": cfg.policy or "tiny VLA, 2 training steps (built here)",
-        "target_speedup": 4.0, "runs": rows,
+        **result_header(
+            "vla bench episodes/hour: stock visuals + eager rendering vs low-poly + render on demand",
+            "benchmarks.bench_fast_path",
+            argv,
+        ),
+        "task": TASK,
+        "policy": cfg.policy or "tiny VLA, 2 training steps (built here)",
+        "target_speedup": 4.0,
+        "runs": rows,
     }
     write_result(cfg.out, payload)
     print(f"wrote {cfg.out}")

@@ -71,7 +71,9 @@ def raw_rollouts(env, task: str, seeds, max_steps: int, read: tuple = ()) -> tup
         expert.reset()
         first = None
         for t in range(1, max_steps + 1):
-            a = expert.act({"privileged": {k: v[0] for k, v in obs["privileged"].items()}, "proprio": obs["proprio"][0]})
+            a = expert.act(
+                {"privileged": {k: v[0] for k, v in obs["privileged"].items()}, "proprio": obs["proprio"][0]}
+            )
             obs, _, _, _, info = env.step(a)
             for camera in read:
                 obs["images"][camera]
@@ -88,9 +90,17 @@ def _settings(task_steps: dict, cameras: tuple, image_size: int, video: str, out
     from harness.rollout import RunSettings
     from policies.base import make_policy
 
-    return RunSettings(policy_factory=functools.partial(make_policy, "scripted"), env_factory=make_env, out=out,
-                       max_episode_steps=task_steps, cameras=cameras, policy_cameras=(),
-                       video_cameras=cameras if video != "none" else (), image_size=image_size, video=video)
+    return RunSettings(
+        policy_factory=functools.partial(make_policy, "scripted"),
+        env_factory=make_env,
+        out=out,
+        max_episode_steps=task_steps,
+        cameras=cameras,
+        policy_cameras=(),
+        video_cameras=cameras if video != "none" else (),
+        image_size=image_size,
+        video=video,
+    )
 
 
 def harness_rollouts(runner, task: str, seeds) -> tuple[float, int, float]:
@@ -138,8 +148,12 @@ def measure_overhead(cfg: HarnessBenchConfig, cameras: tuple, video: str) -> dic
     per_round = [sum(har[e][r] for e in episodes) / sum(raw[e][r] for e in episodes) - 1 for r in range(cfg.rounds)]
     raw_min, har_min = sum(min(v) for v in raw.values()), sum(min(v) for v in har.values())
     return {
-        "cameras": list(cameras), "image_size": cfg.image_size, "video": video, "steps_per_round": n,
-        "raw_ms_per_step_min": round(1e3 * raw_min / n, 4), "harness_ms_per_step_min": round(1e3 * har_min / n, 4),
+        "cameras": list(cameras),
+        "image_size": cfg.image_size,
+        "video": video,
+        "steps_per_round": n,
+        "raw_ms_per_step_min": round(1e3 * raw_min / n, 4),
+        "harness_ms_per_step_min": round(1e3 * har_min / n, 4),
         "overhead_min": round(har_min / raw_min - 1, 5),
         "overhead_per_round": [round(x, 5) for x in per_round],
         "overhead_median": round(statistics.median(per_round), 5),
@@ -155,8 +169,12 @@ class _NullEnv:
 
         self.task, self.cameras, self.image_size, self.num_envs = task, (), 128, 1
         self.last_timing = {"simulation": 0.0, "observation": 0.0}
-        self._obs = {"images": {}, "proprio": np.zeros((1, 14), np.float32), "instruction": ["x"],
-                     "privileged": {"task": np.array([task], object)}}
+        self._obs = {
+            "images": {},
+            "proprio": np.zeros((1, 14), np.float32),
+            "instruction": ["x"],
+            "privileged": {"task": np.array([task], object)},
+        }
         self._info = {"success": np.zeros(1, bool)}
         self._trunc = np.zeros(1, bool)
 
@@ -193,9 +211,17 @@ def measure_harness_cost(steps: int = 20000) -> dict:
     from harness.rollout import RunSettings, rollout
 
     env, policy = _NullEnv("null"), _NullPolicy()
-    settings = RunSettings(policy_factory=_NullPolicy, env_factory=_NullEnv, out=Path("."),
-                           max_episode_steps={"null": steps}, cameras=(), policy_cameras=(), video_cameras=(),
-                           image_size=128, video="none")
+    settings = RunSettings(
+        policy_factory=_NullPolicy,
+        env_factory=_NullEnv,
+        out=Path("."),
+        max_episode_steps={"null": steps},
+        cameras=(),
+        policy_cameras=(),
+        video_cameras=(),
+        image_size=128,
+        video="none",
+    )
     best_h = best_b = float("inf")
     for _ in range(5):
         t0 = time.perf_counter()
@@ -206,9 +232,12 @@ def measure_harness_cost(steps: int = 20000) -> dict:
         for _ in range(steps):
             env.step(policy.predict_action_chunk(None)[:, 0])
         best_b = min(best_b, time.perf_counter() - t0)
-    return {"steps": steps, "harness_us_per_step": round(1e6 * best_h / steps, 2),
-            "bare_loop_us_per_step": round(1e6 * best_b / steps, 2),
-            "harness_cost_us_per_step": round(1e6 * (best_h - best_b) / steps, 2)}
+    return {
+        "steps": steps,
+        "harness_us_per_step": round(1e6 * best_h / steps, 2),
+        "bare_loop_us_per_step": round(1e6 * best_b / steps, 2),
+        "harness_cost_us_per_step": round(1e6 * (best_h - best_b) / steps, 2),
+    }
 
 
 def measure_throughput(cfg: HarnessBenchConfig, workers: int) -> dict:
@@ -218,15 +247,25 @@ def measure_throughput(cfg: HarnessBenchConfig, workers: int) -> dict:
     seeds = {t: list(range(100000, 100000 + cfg.throughput_seeds)) for t in TASKS}
     records: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        settings = _settings({t: s.max_episode_steps for t, s in TASKS.items()}, tuple(cfg.throughput_cameras),
-                             cfg.image_size, "none", Path(tmp))
+        settings = _settings(
+            {t: s.max_episode_steps for t, s in TASKS.items()},
+            tuple(cfg.throughput_cameras),
+            cfg.image_size,
+            "none",
+            Path(tmp),
+        )
         start = time.perf_counter()
         run_items(settings, plan_items(seeds), records.append, workers=workers)
         wall = time.perf_counter() - start
     ok = sum(r["status"] == "ok" and r["success_once"] for r in records)
-    return {"workers": workers, "episodes": len(records), "successes": ok, "wall_s": round(wall, 2),
-            "episodes_per_hour": round(len(records) / wall * 3600, 1),
-            "steps": sum(r["episode_len"] for r in records)}
+    return {
+        "workers": workers,
+        "episodes": len(records),
+        "successes": ok,
+        "wall_s": round(wall, 2),
+        "episodes_per_hour": round(len(records) / wall * 3600, 1),
+        "steps": sum(r["episode_len"] for r in records),
+    }
 
 
 def main(cfg: HarnessBenchConfig) -> None:
@@ -234,8 +273,11 @@ def main(cfg: HarnessBenchConfig) -> None:
 
     load_before = os.getloadavg()
     cost = measure_harness_cost()
-    overhead = [measure_overhead(cfg, (), "none"), measure_overhead(cfg, ("head",), "none"),
-                measure_overhead(cfg, ("head",), "all")]
+    overhead = [
+        measure_overhead(cfg, (), "none"),
+        measure_overhead(cfg, ("head",), "none"),
+        measure_overhead(cfg, ("head",), "all"),
+    ]
     for o in overhead:  # the harness's own cost relative to the raw step time
         o["overhead_from_harness_cost"] = round(cost["harness_cost_us_per_step"] / (1e3 * o["raw_ms_per_step_min"]), 5)
     throughput = [measure_throughput(cfg, 1), measure_throughput(cfg, 2)]
@@ -244,29 +286,52 @@ def main(cfg: HarnessBenchConfig) -> None:
         "benchmark": "harness",
         "command": shlex.join([sys.executable, *sys.argv]),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_1_5_15min": {"start": [round(x, 2) for x in load_before],
-                                               "end": [round(x, 2) for x in os.getloadavg()]},
-                    "note": "CPU cores shared with other jobs (load average above the core count means the "
-                            "numbers include contention); rendering through lavapipe (CPU Vulkan)"},
-        "gpu": {"available": gpu, "measured": False,
-                "note": "No GPU in this session: the GPU path (--num-envs > 1, ManiSkill GPU sim + batched inference) "
-                        "was not measured here."},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1_5_15min": {
+                "start": [round(x, 2) for x in load_before],
+                "end": [round(x, 2) for x in os.getloadavg()],
+            },
+            "note": "CPU cores shared with other jobs (load average above the core count means the "
+            "numbers include contention); rendering through lavapipe (CPU Vulkan)",
+        },
+        "gpu": {
+            "available": gpu,
+            "measured": False,
+            "note": "No GPU in this session: the GPU path (--num-envs > 1, ManiSkill GPU sim + batched inference) "
+            "was not measured here.",
+        },
         "target_overhead": 0.03,
         "harness_cost": cost,
         "overhead": overhead,
-        "throughput_cpu": {"cameras": list(cfg.throughput_cameras), "image_size": cfg.image_size,
-                           "policy": "scripted", "video": "none", "runs": throughput},
+        "throughput_cpu": {
+            "cameras": list(cfg.throughput_cameras),
+            "image_size": cfg.image_size,
+            "policy": "scripted",
+            "video": "none",
+            "runs": throughput,
+        },
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
     }
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = cfg.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, cfg.out)
-    print(json.dumps({"harness_cost_us_per_step": cost["harness_cost_us_per_step"],
-                      "overhead": [(o["cameras"], o["video"], o["overhead_min"], o["overhead_median"],
-                                    o["overhead_from_harness_cost"]) for o in overhead],
-                      "throughput": [(t["workers"], t["episodes_per_hour"]) for t in throughput]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "harness_cost_us_per_step": cost["harness_cost_us_per_step"],
+                "overhead": [
+                    (o["cameras"], o["video"], o["overhead_min"], o["overhead_median"], o["overhead_from_harness_cost"])
+                    for o in overhead
+                ],
+                "throughput": [(t["workers"], t["episodes_per_hour"]) for t in throughput],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,13 @@ INSTRUCTIONS = ["place the shoe on the mat", "pick up the red cube and put it in
 
 def _summary(seconds: list[float]) -> dict:
     ms = sorted(1000 * s for s in seconds)
-    return {"median_ms": round(statistics.median(ms), 3), "min_ms": round(ms[0], 3),
-            "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 3), "mean_ms": round(statistics.fmean(ms), 3), "n": len(ms)}
+    return {
+        "median_ms": round(statistics.median(ms), 3),
+        "min_ms": round(ms[0], 3),
+        "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+        "n": len(ms),
+    }
 
 
 def _tiny_setup():
@@ -85,10 +90,14 @@ def bench_latency(threads: int, repeats: int, warmup: int) -> dict:
                 cpu[name].append(time.process_time() - c)
     if chunk.shape != (1, 8, 14):
         raise RuntimeError(f"unexpected chunk shape {tuple(chunk.shape)}")
-    out = {name: {**_summary(ts), "process_cpu_median_ms": round(1000 * statistics.median(cpu[name]), 3)}
-           for name, ts in times.items()}
+    out = {
+        name: {**_summary(ts), "process_cpu_median_ms": round(1000 * statistics.median(cpu[name]), 3)}
+        for name, ts in times.items()
+    }
     out["preprocess_2x256px"] = _summary(pre)
-    out["sequence_length"] = int(inputs["input_ids"].shape[1] + 2 * cfg.num_patches_per_view + 1 + cfg.n_action_slots + 1)
+    out["sequence_length"] = int(
+        inputs["input_ids"].shape[1] + 2 * cfg.num_patches_per_view + 1 + cfg.n_action_slots + 1
+    )
     return out
 
 
@@ -120,6 +129,7 @@ def bench_compiled(threads: int, repeats: int, warmup: int) -> dict:
 
 def _cpu_busy_fraction(seconds: float = 1.0) -> float:
     """Fraction of all CPU time spent busy over ``seconds`` (from /proc/stat) -- other jobs, as we sleep."""
+
     def sample():
         fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
         return sum(fields), fields[3] + fields[4]  # total, idle + iowait
@@ -140,7 +150,9 @@ def bench_train_step(threads: int, repeats: int, batch: int) -> dict:
     model.train()
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (batch, 2, 256, 256, 3), dtype=np.uint8)
-    inputs = proc(images, [INSTRUCTIONS[i % 3] for i in range(batch)], train=True, generator=torch.Generator().manual_seed(0))
+    inputs = proc(
+        images, [INSTRUCTIONS[i % 3] for i in range(batch)], train=True, generator=torch.Generator().manual_seed(0)
+    )
     inputs["proprio"] = torch.zeros(batch, cfg.proprio_dim)
     actions = torch.from_numpy(rng.uniform(-1, 1, (batch, 8, 14)).astype(np.float32))
     times = []
@@ -162,10 +174,17 @@ def parameter_counts() -> dict:
             model = VLA(cfg, skip_init=True)
         trainable_full, total = count_parameters(model)
         lora_trainable, lora_total = count_parameters(apply_lora(model))
-        heads = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("action_head", "proprio_projector")))
-        out[name] = {"total": total, "trainable_full_finetune": trainable_full,
-                     "trainable_lora_r32": lora_trainable, "lora_adapter_params": lora_total - total,
-                     "heads_params": heads, "note": "vocab as in the preset; tiny's vocabulary follows its tokenizer"}
+        heads = sum(
+            p.numel() for n, p in model.named_parameters() if n.startswith(("action_head", "proprio_projector"))
+        )
+        out[name] = {
+            "total": total,
+            "trainable_full_finetune": trainable_full,
+            "trainable_lora_r32": lora_trainable,
+            "lora_adapter_params": lora_total - total,
+            "heads_params": heads,
+            "note": "vocab as in the preset; tiny's vocabulary follows its tokenizer",
+        }
     return out
 
 
@@ -182,8 +201,11 @@ def main() -> None:
     load_before, busy_before = os.getloadavg(), _cpu_busy_fraction()
     latency = {f"threads_{n}": bench_latency(n, args.repeats, args.warmup) for n in args.threads}
     busy_after_latency = _cpu_busy_fraction()
-    compiled = ({f"threads_{args.threads[0]}": bench_compiled(args.threads[0], args.repeats, args.warmup)}
-                if args.compile else "not run (pass --compile)")
+    compiled = (
+        {f"threads_{args.threads[0]}": bench_compiled(args.threads[0], args.repeats, args.warmup)}
+        if args.compile
+        else "not run (pass --compile)"
+    )
     train = {f"threads_{n}": bench_train_step(n, args.train_repeats, 8) for n in args.threads[:1]}
     params = parameter_counts()
     result = {
@@ -191,25 +213,55 @@ def main() -> None:
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "started_utc": started,
         "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "cpu_busy_fraction_before": busy_before, "cpu_busy_fraction_after_latency": busy_after_latency,
-                    "loadavg_before": [round(x, 2) for x in load_before],
-                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": _version("transformers"), "peft": _version("peft")},
-        "setup": {"preset": "tiny", "batch": 1, "views": 2, "image_px": 128, "proprio": True, "action_head": "l1",
-                  "chunk": [8, 14], "call": "VLA.predict_action_chunk under torch.inference_mode",
-                  "threads_tested": args.threads, "target_ms": 20.0},
+        "machine": {
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "cpu_busy_fraction_before": busy_before,
+            "cpu_busy_fraction_after_latency": busy_after_latency,
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": _version("transformers"),
+            "peft": _version("peft"),
+        },
+        "setup": {
+            "preset": "tiny",
+            "batch": 1,
+            "views": 2,
+            "image_px": 128,
+            "proprio": True,
+            "action_head": "l1",
+            "chunk": [8, 14],
+            "call": "VLA.predict_action_chunk under torch.inference_mode",
+            "threads_tested": args.threads,
+            "target_ms": 20.0,
+        },
         "chunk_latency_cpu": latency,
         "chunk_latency_cpu_compiled": compiled,
         "train_step_cpu": train,
         "parameters": params,
-        "gpu": {"measured": False, "reason": "no CUDA device in this session (torch.cuda.is_available() is "
-                                             f"{torch.cuda.is_available()}); GPU latency was not measured"},
+        "gpu": {
+            "measured": False,
+            "reason": "no CUDA device in this session (torch.cuda.is_available() is "
+            f"{torch.cuda.is_available()}); GPU latency was not measured",
+        },
     }
     write_result(args.out, result)
-    print(json.dumps({"cpu_busy_fraction_before": busy_before, "chunk_latency_cpu": latency,
-                      "chunk_latency_cpu_compiled": compiled, "train_step_cpu": train}, indent=2))
+    print(
+        json.dumps(
+            {
+                "cpu_busy_fraction_before": busy_before,
+                "chunk_latency_cpu": latency,
+                "chunk_latency_cpu_compiled": compiled,
+                "train_step_cpu": train,
+            },
+            indent=2,
+        )
+    )
 
 
 def _version(module: str) -> str:

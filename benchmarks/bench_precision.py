@@ -44,17 +44,43 @@ def _vla(*args: str) -> list[str]:
 
 def train_once(data: Path, run: Path, precision: str, steps: int) -> dict:
     """Train the recipe ``steps`` steps at ``precision``; returns its median step time and what auto chose."""
-    cmd = _vla("train", "--config", str(RECIPE), "--data", str(data), "--out", str(run), "--steps", str(steps),
-               "--warmup-steps", "1", "--mixed-precision", precision, "--log-every", "5", "--save-every",
-               str(10 * steps), "--val-every", str(10 * steps), "--no-progress")
+    cmd = _vla(
+        "train",
+        "--config",
+        str(RECIPE),
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--steps",
+        str(steps),
+        "--warmup-steps",
+        "1",
+        "--mixed-precision",
+        precision,
+        "--log-every",
+        "5",
+        "--save-every",
+        str(10 * steps),
+        "--val-every",
+        str(10 * steps),
+        "--no-progress",
+    )
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    chosen = next((line.split(":", 1)[1].strip() for line in proc.stderr.splitlines()
-                   if line.startswith("mixed precision:")), None)
+    chosen = next(
+        (line.split(":", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("mixed precision:")),
+        None,
+    )
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "train/samples_per_s" in r][1:]
     step_s = [16 / r["train/samples_per_s"] for r in rows]
-    return {"precision": precision, "resolved": chosen, "step_s_median": round(statistics.median(step_s), 4),
-            "windows": len(step_s), "command": " ".join(cmd[3:])}
+    return {
+        "precision": precision,
+        "resolved": chosen,
+        "step_s_median": round(statistics.median(step_s), 4),
+        "windows": len(step_s),
+        "command": " ".join(cmd[3:]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,22 +93,42 @@ def main(argv: list[str] | None = None) -> int:
         data = cfg.data
         if data is None:
             data = Path(tmp) / "data"
-            subprocess.run(_vla("demos", "--task", "DualArmLiftBar-v1", "--episodes", "8", "--out", str(data),
-                                "--image-size", "128", "--cameras", "head", "--no-progress"), check=True,
-                           capture_output=True)
-        runs = [train_once(data, Path(tmp) / f"run{i}-{p}", p, cfg.steps)
-                for i, p in enumerate(("no", "bf16", "auto", "no"))]
+            subprocess.run(
+                _vla(
+                    "demos",
+                    "--task",
+                    "DualArmLiftBar-v1",
+                    "--episodes",
+                    "8",
+                    "--out",
+                    str(data),
+                    "--image-size",
+                    "128",
+                    "--cameras",
+                    "head",
+                    "--no-progress",
+                ),
+                check=True,
+                capture_output=True,
+            )
+        runs = [
+            train_once(data, Path(tmp) / f"run{i}-{p}", p, cfg.steps)
+            for i, p in enumerate(("no", "bf16", "auto", "no"))
+        ]
     fp32 = min(r["step_s_median"] for r in runs if r["precision"] == "no")
     bf16 = next(r["step_s_median"] for r in runs if r["precision"] == "bf16")
     auto = next(r for r in runs if r["precision"] == "auto")
     best = min(fp32, bf16)
     probe = bf16_probe()
     payload = {
-        **result_header("training step time of the demo recipe: float32 vs bf16 vs auto", "benchmarks.bench_precision",
-                        argv),
+        **result_header(
+            "training step time of the demo recipe: float32 vs bf16 vs auto", "benchmarks.bench_precision", argv
+        ),
         "probe": {**dataclasses.asdict(probe), "ratio": round(probe.ratio, 3), "fast": probe.fast},
-        "runs": runs, "step_s": {"float32": fp32, "bf16": bf16, "auto": auto["step_s_median"]},
-        "auto_resolved": auto["resolved"], "auto_over_best": round(auto["step_s_median"] / best, 3),
+        "runs": runs,
+        "step_s": {"float32": fp32, "bf16": bf16, "auto": auto["step_s_median"]},
+        "auto_resolved": auto["resolved"],
+        "auto_over_best": round(auto["step_s_median"] / best, 3),
         "target_auto_over_best": 1.1,
     }
     write_result(cfg.out, payload)

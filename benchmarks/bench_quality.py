@@ -31,8 +31,22 @@ def bench(policy: str, tasks: list[str], seeds: str, out: Path, extra: list[str]
     Raises:
         subprocess.CalledProcessError: the run failed.
     """
-    cmd = ["vla", "bench", "--policy", policy, "--tasks", *tasks, "--seeds", seeds, "--out", str(out),
-           "--video", "none", "--no-progress", *(extra or [])]
+    cmd = [
+        "vla",
+        "bench",
+        "--policy",
+        policy,
+        "--tasks",
+        *tasks,
+        "--seeds",
+        seeds,
+        "--out",
+        str(out),
+        "--video",
+        "none",
+        "--no-progress",
+        *(extra or []),
+    ]
     if (out / "episodes.jsonl").exists():
         cmd.append("--resume")
     subprocess.run([sys.executable, "-m", "scripts.cli", *cmd[1:]], check=True)
@@ -41,8 +55,16 @@ def bench(policy: str, tasks: list[str], seeds: str, out: Path, extra: list[str]
 
 def table(results: dict) -> dict:
     """Per-task success (rate, Wilson 95 % CI, counts) of one results.json."""
-    keep = ("episodes", "successes", "success_rate", "ci95", "success_at_end_rate", "errors", "timeouts",
-            "mean_episode_len")
+    keep = (
+        "episodes",
+        "successes",
+        "success_rate",
+        "ci95",
+        "success_at_end_rate",
+        "errors",
+        "timeouts",
+        "mean_episode_len",
+    )
     rows = {task: {k: row[k] for k in keep} for task, row in results["per_task"].items()}
     rows["overall"] = {k: results["overall"][k] for k in keep}
     return rows
@@ -82,10 +104,14 @@ def training_minutes(run: Path) -> dict:
     pauses = sum(1 for v in known if v > PAUSE_FACTOR * median)
     seconds = sum(median if v is None or v > PAUSE_FACTOR * median else v for v in spans.values())
     last = train_rows[-1]
-    return {"minutes": round(seconds / 60.0, 1), "steps": last["step"],
-            "seconds_per_step": round(seconds / max(1, last["step"]), 3),
-            "final_train_loss": round(last["train/loss"], 4),
-            "resumed": any(r.get("event") == "resume" for r in rows) or pauses > 0, "pauses_excluded": pauses}
+    return {
+        "minutes": round(seconds / 60.0, 1),
+        "steps": last["step"],
+        "seconds_per_step": round(seconds / max(1, last["step"]), 3),
+        "final_train_loss": round(last["train/loss"], 4),
+        "resumed": any(r.get("event") == "resume" for r in rows) or pauses > 0,
+        "pauses_excluded": pauses,
+    }
 
 
 def plot(path: Path, curve: list[dict], per_policy: dict, task: str) -> None:
@@ -100,8 +126,12 @@ def plot(path: Path, curve: list[dict], per_policy: dict, task: str) -> None:
     rates = [c["success_rate"] for c in curve]
     err = [[r - c["ci95"][0] for r, c in zip(rates, curve)], [c["ci95"][1] - r for r, c in zip(rates, curve)]]
     ax1.errorbar(steps, rates, yerr=err, marker="o", capsize=3)
-    ax1.set(title=f"tiny VLA on {task}: success vs training steps", xlabel="training step", ylabel="success rate",
-            ylim=(-0.02, 1.02))
+    ax1.set(
+        title=f"tiny VLA on {task}: success vs training steps",
+        xlabel="training step",
+        ylabel="success rate",
+        ylim=(-0.02, 1.02),
+    )
     ax1.grid(alpha=0.3)
     tasks = list(TASKS)
     width = 0.8 / len(per_policy)
@@ -125,10 +155,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--task", default="DualArmLiftBar-v1", help="the task the VLA was trained on")
     parser.add_argument("--seeds", default="100000:100050")
     parser.add_argument("--curve-seeds", default="100000:100030")
-    parser.add_argument("--other-seeds", default="100000:100050",
-                        help="seeds for the VLA on the tasks it was not trained on (scripted/random use --seeds)")
-    parser.add_argument("--curve-steps", type=int, nargs="*", default=None,
-                        help="checkpoint steps for the curve (default: every RUN/checkpoints/step_N)")
+    parser.add_argument(
+        "--other-seeds",
+        default="100000:100050",
+        help="seeds for the VLA on the tasks it was not trained on (scripted/random use --seeds)",
+    )
+    parser.add_argument(
+        "--curve-steps",
+        type=int,
+        nargs="*",
+        default=None,
+        help="checkpoint steps for the curve (default: every RUN/checkpoints/step_N)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="vla bench --workers for the VLA runs")
     parser.add_argument("--train-command", default="", help="the command that trained --run (recorded)")
     parser.add_argument("--demos-command", default="", help="the command that recorded the demos (recorded)")
@@ -160,8 +198,9 @@ def run_checkpoints(args: argparse.Namespace) -> list[Path]:
     return ckpts
 
 
-def vla_runs(args: argparse.Namespace, ckpts: list[Path], tasks: list[str],
-             commands: list[str]) -> tuple[list[dict], dict, Path]:
+def vla_runs(
+    args: argparse.Namespace, ckpts: list[Path], tasks: list[str], commands: list[str]
+) -> tuple[list[dict], dict, Path]:
     """Benchmark the run's checkpoints: the curve on --task, the final checkpoint on --seeds there and on
     --other-seeds elsewhere. Returns (curve points, per-task rows, final checkpoint); appends the commands."""
     workers = ["--workers", str(args.workers)]
@@ -206,12 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     curve, vla_rows, final = vla_runs(args, ckpts, tasks, commands)
     per_policy[f"tiny VLA ({final.name})"] = vla_rows
     payload = {
-        **result_header("policy quality: success over seeds per task (scripted, random, trained tiny VLA)",
-                        "benchmarks.bench_quality", argv),
-        "task_trained": args.task, "seeds": args.seeds, "curve_seeds": args.curve_seeds,
+        **result_header(
+            "policy quality: success over seeds per task (scripted, random, trained tiny VLA)",
+            "benchmarks.bench_quality",
+            argv,
+        ),
+        "task_trained": args.task,
+        "seeds": args.seeds,
+        "curve_seeds": args.curve_seeds,
         "other_task_seeds": args.other_seeds,
         "training": {**training, "run": str(args.run), "checkpoint": str(final)},
-        "per_policy": per_policy, "curve": curve, "commands": commands,
+        "per_policy": per_policy,
+        "curve": curve,
+        "commands": commands,
     }
     write_result(args.out, payload)
     plot(args.out.with_suffix(".png"), curve, per_policy, args.task)

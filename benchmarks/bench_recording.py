@@ -31,8 +31,18 @@ CONFIGS = [
     {"name": "2 views 256px (head + left wrist)", "cameras": "head,left_wrist", "size": 256, "env": {}},
     {"name": "2 views 128px", "cameras": "head,left_wrist", "size": 128, "env": {}},
     {"name": "2 views 64px", "cameras": "head,left_wrist", "size": 64, "env": {}},
-    {"name": "2 views 128px, LP_NUM_THREADS=1", "cameras": "head,left_wrist", "size": 128, "env": {"LP_NUM_THREADS": "1"}},
-    {"name": "2 views 128px, LP_NUM_THREADS=4", "cameras": "head,left_wrist", "size": 128, "env": {"LP_NUM_THREADS": "4"}},
+    {
+        "name": "2 views 128px, LP_NUM_THREADS=1",
+        "cameras": "head,left_wrist",
+        "size": 128,
+        "env": {"LP_NUM_THREADS": "1"},
+    },
+    {
+        "name": "2 views 128px, LP_NUM_THREADS=4",
+        "cameras": "head,left_wrist",
+        "size": 128,
+        "env": {"LP_NUM_THREADS": "4"},
+    },
     {"name": "1 view 128px (head)", "cameras": "head", "size": 128, "env": {}},
     {"name": "1 view 128px (head), full visuals", "cameras": "head", "size": 128, "env": {}, "visual_quality": "full"},
     {"name": "demo settings, 1 worker", "cameras": "head", "size": 128, "env": {}, "workers": 1, "long": True},
@@ -44,9 +54,27 @@ def run_config(cfg: dict, task: str, episodes: int) -> dict:
     """Record ``episodes`` episodes with one configuration; return timings and sizes."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demos"
-        cmd = [sys.executable, "-m", "scripts.cli", "demos", "--task", task, "--episodes", str(episodes),
-               "--out", str(out), "--image-size", str(cfg["size"]), "--cameras", cfg["cameras"], "--no-progress",
-               "--visual-quality", cfg.get("visual_quality", "fast"), "--workers", str(cfg.get("workers", 1))]
+        cmd = [
+            sys.executable,
+            "-m",
+            "scripts.cli",
+            "demos",
+            "--task",
+            task,
+            "--episodes",
+            str(episodes),
+            "--out",
+            str(out),
+            "--image-size",
+            str(cfg["size"]),
+            "--cameras",
+            cfg["cameras"],
+            "--no-progress",
+            "--visual-quality",
+            cfg.get("visual_quality", "fast"),
+            "--workers",
+            str(cfg.get("workers", 1)),
+        ]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env={**os.environ, **cfg["env"]}, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -55,10 +83,14 @@ def run_config(cfg: dict, task: str, episodes: int) -> dict:
         size = sum(p.stat().st_size for p in out.glob("*.hdf5"))
     return {
         **{k: cfg[k] for k in ("name", "cameras", "size", "env")},
-        "visual_quality": cfg.get("visual_quality", "fast"), "workers": cfg.get("workers", 1),
+        "visual_quality": cfg.get("visual_quality", "fast"),
+        "workers": cfg.get("workers", 1),
         "command": " ".join(cmd[1:]),
-        "episodes": episodes, "steps": steps, "wall_s": wall,
-        "seconds_per_episode": wall / episodes, "ms_per_step": 1000 * wall / steps,
+        "episodes": episodes,
+        "steps": steps,
+        "wall_s": wall,
+        "seconds_per_episode": wall / episodes,
+        "ms_per_step": 1000 * wall / steps,
         "demos_per_hour": round(episodes / wall * 3600, 1),
         "mb_per_episode": size / episodes / 1e6,
     }
@@ -78,11 +110,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         row = run_config(cfg, args.task, args.worker_episodes if cfg.get("long") else args.episodes)
         rows.append(row)
-        print(f"{row['name']:40s} {row['seconds_per_episode']:7.1f} s/episode  {row['ms_per_step']:6.0f} ms/step  "
-              f"{row['mb_per_episode']:6.1f} MB/episode")
+        print(
+            f"{row['name']:40s} {row['seconds_per_episode']:7.1f} s/episode  {row['ms_per_step']:6.0f} ms/step  "
+            f"{row['mb_per_episode']:6.1f} MB/episode"
+        )
     payload = {
-        **result_header(f"`vla demos` recording speed, {args.task}, includes process start-up and HDF5 writing",
-                        "benchmarks.bench_recording", argv),
+        **result_header(
+            f"`vla demos` recording speed, {args.task}, includes process start-up and HDF5 writing",
+            "benchmarks.bench_recording",
+            argv,
+        ),
         "configs": rows,
     }
     write_result(args.out, payload)

@@ -80,8 +80,9 @@ def measure_task(cfg: RenderBenchConfig, task: str) -> dict:
     from envs.visuals import scene_triangles
     from envs.wrapper import make_env
 
-    envs = {q: make_env(task, cameras=(cfg.camera,), image_size=cfg.image_size, visual_quality=q)
-            for q in ("full", "fast")}
+    envs = {
+        q: make_env(task, cameras=(cfg.camera,), image_size=cfg.image_size, visual_quality=q) for q in ("full", "fast")
+    }
     try:
         states = expert_states(envs["full"], task, cfg.states, cfg.states_per_episode)
         times: dict[str, list[float]] = {"full": [], "fast": []}
@@ -103,8 +104,12 @@ def measure_task(cfg: RenderBenchConfig, task: str) -> dict:
         for env in envs.values():
             env.close()
     return {
-        "task": task, "camera": cfg.camera, "image_size": cfg.image_size, "states": len(states),
-        "ms_per_frame": {q: round(v, 3) for q, v in ms.items()}, "speedup": round(ms["full"] / ms["fast"], 2),
+        "task": task,
+        "camera": cfg.camera,
+        "image_size": cfg.image_size,
+        "states": len(states),
+        "ms_per_frame": {q: round(v, 3) for q, v in ms.items()},
+        "speedup": round(ms["full"] / ms["fast"], 2),
         "scene_triangles": triangles,
         "psnr_db": {"mean": round(float(np.mean(psnr)), 2), "min": round(float(np.min(psnr)), 2)},
         "mean_abs_diff": {"mean": round(float(np.mean(mad)), 3), "max": round(float(np.max(mad)), 3)},
@@ -122,12 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     for task in cfg.tasks or tuple(TASKS):
         row = measure_task(cfg, task)
         rows.append(row)
-        print(f"{task:24s} full {row['ms_per_frame']['full']:7.1f} ms  fast {row['ms_per_frame']['fast']:6.1f} ms  "
-              f"{row['speedup']:5.1f}x  triangles {row['scene_triangles']['full']} -> {row['scene_triangles']['fast']}"
-              f"  PSNR {row['psnr_db']['mean']:.1f} dB  MAD {row['mean_abs_diff']['mean']:.2f}")
+        print(
+            f"{task:24s} full {row['ms_per_frame']['full']:7.1f} ms  fast {row['ms_per_frame']['fast']:6.1f} ms  "
+            f"{row['speedup']:5.1f}x  triangles {row['scene_triangles']['full']} -> {row['scene_triangles']['fast']}"
+            f"  PSNR {row['psnr_db']['mean']:.1f} dB  MAD {row['mean_abs_diff']['mean']:.2f}"
+        )
     payload = {
-        **result_header("render cost of one camera frame, stock vs low-poly arm visuals, on identical states",
-                        "benchmarks.bench_render", argv),
+        **result_header(
+            "render cost of one camera frame, stock vs low-poly arm visuals, on identical states",
+            "benchmarks.bench_render",
+            argv,
+        ),
         "targets": {"speedup_min": 5.0, "speedup_goal": 10.0},
         "lowpoly": {"faces_per_arm": lowpoly_manifest()["faces_per_arm"], "params": lowpoly_manifest()["params"]},
         "tasks": rows,

@@ -76,8 +76,12 @@ class ServerBenchConfig:
 
 def _stats(ms: list[float]) -> dict[str, float]:
     xs = sorted(ms)
-    return {"p50": round(statistics.median(xs), 3), "p95": round(xs[min(len(xs) - 1, int(0.95 * len(xs)))], 3),
-            "mean": round(statistics.fmean(xs), 3), "n": len(xs)}
+    return {
+        "p50": round(statistics.median(xs), 3),
+        "p95": round(xs[min(len(xs) - 1, int(0.95 * len(xs)))], 3),
+        "mean": round(statistics.fmean(xs), 3),
+        "n": len(xs),
+    }
 
 
 def _observation(meta: Any, seed: int):
@@ -85,8 +89,11 @@ def _observation(meta: Any, seed: int):
 
     size = meta.image_size or 128
     rng = np.random.default_rng(seed)
-    return Observation(images={c: rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8) for c in meta.cameras},
-                       proprio=rng.normal(0.0, 0.2, (1, 14)).astype(np.float32), instruction=["lift the bar"])
+    return Observation(
+        images={c: rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8) for c in meta.cameras},
+        proprio=rng.normal(0.0, 0.2, (1, 14)).astype(np.float32),
+        instruction=["lift the bar"],
+    )
 
 
 def paired_overhead(cfg: ServerBenchConfig, policy: Any, url: str) -> dict:
@@ -111,8 +118,12 @@ def paired_overhead(cfg: ServerBenchConfig, policy: Any, url: str) -> dict:
                 local.append((t1 - t0) * 1000.0)
                 trip.append((t2 - t1) * 1000.0)
                 wire.append(trip[-1] - reply["server_timing"]["infer_ms"])
-    return {"in_process_ms": _stats(local), "round_trip_ms": _stats(trip),
-            "overhead_ms": _stats([b - a for a, b in zip(local, trip)]), "wire_ms": _stats(wire)}
+    return {
+        "in_process_ms": _stats(local),
+        "round_trip_ms": _stats(trip),
+        "overhead_ms": _stats([b - a for a, b in zip(local, trip)]),
+        "wire_ms": _stats(wire),
+    }
 
 
 class _Server:
@@ -120,8 +131,19 @@ class _Server:
 
     def __init__(self, checkpoint: Path, threads: int, *args: str) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "scripts.cli", "serve", "--policy", f"checkpoint:{checkpoint}", "--port", "0",
-               "--log-level", "WARNING", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "scripts.cli",
+            "serve",
+            "--policy",
+            f"checkpoint:{checkpoint}",
+            "--port",
+            "0",
+            "--log-level",
+            "WARNING",
+            *args,
+        ]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         for line in self.proc.stdout:
             if " on ws://" in line:
@@ -129,7 +151,7 @@ class _Server:
                 return
         raise RuntimeError(f"vla serve did not start (exit {self.proc.wait()})")
 
-    def __enter__(self) -> "_Server":
+    def __enter__(self) -> _Server:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -138,8 +160,11 @@ class _Server:
 
 
 def _request(obs: Any) -> dict:
-    return {"images": {c: np.asarray(v[0]) for c, v in obs.images.items()}, "proprio": np.asarray(obs.proprio[0]),
-            "instruction": obs.instruction[0]}
+    return {
+        "images": {c: np.asarray(v[0]) for c, v in obs.images.items()},
+        "proprio": np.asarray(obs.proprio[0]),
+        "instruction": obs.instruction[0],
+    }
 
 
 def _client_run(url: str, frames: list[bytes], warmup: int, out: list) -> None:
@@ -168,8 +193,9 @@ def run_clients(url: str, frames_per_client: list[list[bytes]], warmup: int) -> 
             t.start()
         for t in warm:
             t.join()
-    threads = [threading.Thread(target=_client_run, args=(url, f[warmup:], 0, r))
-               for f, r in zip(frames_per_client, results)]
+    threads = [
+        threading.Thread(target=_client_run, args=(url, f[warmup:], 0, r)) for f, r in zip(frames_per_client, results)
+    ]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -182,13 +208,21 @@ def throughput_row(cfg: ServerBenchConfig, url: str, meta: Any, clients: int, ba
     """One throughput measurement (``clients`` concurrent clients, ``cfg.requests`` requests each)."""
     from policies.serving.protocol import packb
 
-    frames = [[packb(_request(_observation(meta, 1000 * c + k))) for k in range(cfg.warmup + cfg.requests)]
-              for c in range(clients)]
+    frames = [
+        [packb(_request(_observation(meta, 1000 * c + k))) for k in range(cfg.warmup + cfg.requests)]
+        for c in range(clients)
+    ]
     rows, wall = run_clients(url, frames, cfg.warmup)
     total = [r[0] for r in rows]
-    return {"batching": batching, "clients": clients, "requests": len(rows), "wall_s": round(wall, 3),
-            "requests_per_s": round(len(rows) / wall, 2), "latency_ms": _stats(total),
-            "mean_batch_size": round(statistics.fmean(r[2] for r in rows), 2)}
+    return {
+        "batching": batching,
+        "clients": clients,
+        "requests": len(rows),
+        "wall_s": round(wall, 3),
+        "requests_per_s": round(len(rows) / wall, 2),
+        "latency_ms": _stats(total),
+        "mean_batch_size": round(statistics.fmean(r[2] for r in rows), 2),
+    }
 
 
 def _settings(cfg: ServerBenchConfig) -> list[tuple[str, float | None, tuple[str, ...]]]:
@@ -204,10 +238,11 @@ def throughput_rows(cfg: ServerBenchConfig, servers: list, meta: Any) -> list[di
     for _ in range(cfg.rounds):
         for n in cfg.clients:
             for i, ((batching, wait, _), srv) in enumerate(zip(_settings(cfg), servers)):
-                runs.setdefault((i, n), []).append({**throughput_row(cfg, srv.url, meta, n, batching),
-                                                    "max_wait_ms": wait})
+                runs.setdefault((i, n), []).append(
+                    {**throughput_row(cfg, srv.url, meta, n, batching), "max_wait_ms": wait}
+                )
     rows = []
-    for (i, n), found in sorted(runs.items()):
+    for _key, found in sorted(runs.items()):
         found.sort(key=lambda r: r["requests_per_s"])
         rows.append({**found[len(found) // 2], "rounds_requests_per_s": [r["requests_per_s"] for r in found]})
     return rows
@@ -230,12 +265,20 @@ def measure(cfg: ServerBenchConfig) -> dict:
         print("  ".join(f"{k} p50 {v['p50']:.2f} p95 {v['p95']:.2f}" for k, v in paired.items()))
         rows = throughput_rows(cfg, servers, meta)
     for r in rows:
-        print(f"batching {r['batching']:3s} (wait {r['max_wait_ms']}) {r['clients']} client(s): "
-              f"{r['requests_per_s']:7.1f} req/s (rounds {r['rounds_requests_per_s']}), "
-              f"p50 {r['latency_ms']['p50']:.1f} ms, mean batch {r['mean_batch_size']}")
+        print(
+            f"batching {r['batching']:3s} (wait {r['max_wait_ms']}) {r['clients']} client(s): "
+            f"{r['requests_per_s']:7.1f} req/s (rounds {r['rounds_requests_per_s']}), "
+            f"p50 {r['latency_ms']['p50']:.1f} ms, mean batch {r['mean_batch_size']}"
+        )
     return {
-        "policy": {"name": meta.name, "cameras": list(meta.cameras), "image_size": meta.image_size,
-                   "chunk_size": meta.chunk_size, "sha256": meta.extra.get("sha256"), "dtype": meta.extra.get("dtype")},
+        "policy": {
+            "name": meta.name,
+            "cameras": list(meta.cameras),
+            "image_size": meta.image_size,
+            "chunk_size": meta.chunk_size,
+            "sha256": meta.weights_digest,
+            "dtype": meta.extra.get("dtype"),
+        },
         **paired,
         "throughput": rows,
         "batching_on": {"max_batch_size": cfg.batch_size, "max_wait_ms": list(cfg.max_wait_ms)},
@@ -246,9 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     import tyro
 
     cfg = tyro.cli(ServerBenchConfig, args=argv)
-    payload = {**result_header("vla serve: round-trip overhead over in-process inference; throughput with dynamic "
-                               "batching on/off at 1/2/4 clients", "benchmarks.bench_server", argv),
-               "threads": cfg.threads, **measure(cfg)}
+    payload = {
+        **result_header(
+            "vla serve: round-trip overhead over in-process inference; throughput with dynamic "
+            "batching on/off at 1/2/4 clients",
+            "benchmarks.bench_server",
+            argv,
+        ),
+        "threads": cfg.threads,
+        **measure(cfg),
+    }
     payload["loadavg_after"] = loadavg()
     write_result(cfg.out, payload)
     print(f"wrote {cfg.out}")

@@ -75,11 +75,24 @@ def _measure(folder: str, cfg: BenchConfig, precision: str, workers: int, thread
     from train.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="bench_train_run_") as run:
-        tc = TrainConfig.from_flat(data=Path(folder), out=Path(run) / "run", preset="tiny", cameras=("head", "left_wrist"),
-                         chunk_size=cfg.chunk_size, use_proprio=True, instructions="both",
-                         batch_size=cfg.batch_size, steps=cfg.warmup + cfg.timed, mixed_precision=precision,
-                         num_workers=workers, threads=threads, log_every=1, save_every=10**9, val_every=10**9,
-                         progress=False)
+        tc = TrainConfig.from_flat(
+            data=Path(folder),
+            out=Path(run) / "run",
+            preset="tiny",
+            cameras=("head", "left_wrist"),
+            chunk_size=cfg.chunk_size,
+            use_proprio=True,
+            instructions="both",
+            batch_size=cfg.batch_size,
+            steps=cfg.warmup + cfg.timed,
+            mixed_precision=precision,
+            num_workers=workers,
+            threads=threads,
+            log_every=1,
+            save_every=10**9,
+            val_every=10**9,
+            progress=False,
+        )
         t0 = time.perf_counter()
         result = train(tc)
         total_s = time.perf_counter() - t0
@@ -87,17 +100,26 @@ def _measure(folder: str, cfg: BenchConfig, precision: str, workers: int, thread
         ckpt_mib = sum(p.stat().st_size for p in result.last_checkpoint.rglob("*") if p.is_file()) / 2**20
     step_s = [cfg.batch_size / r["train/samples_per_s"] for r in records]
     wait_s = [f * s for f, s in zip((r["train/data_wait_frac"] for r in records), step_s)]
-    queue.put({
-        "mixed_precision": precision, "num_workers": workers, "batch_size": cfg.batch_size,
-        "torch_threads": torch.get_num_threads(), "timed_steps": len(records),
-        "step_s_median": statistics.median(step_s), "step_s_mean": statistics.fmean(step_s),
-        "step_s_min": min(step_s), "samples_per_s": cfg.batch_size * len(step_s) / sum(step_s),
-        "data_wait_frac": sum(wait_s) / sum(step_s), "loss_first": records[0]["train/loss"],
-        "loss_last": records[-1]["train/loss"],
-        "wall_s_including_setup_and_final_checkpoint": round(total_s, 2), "checkpoint_mib": round(ckpt_mib, 1),
-        "peak_rss_mib_main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_rss_mib_largest_worker": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-    })
+    queue.put(
+        {
+            "mixed_precision": precision,
+            "num_workers": workers,
+            "batch_size": cfg.batch_size,
+            "torch_threads": torch.get_num_threads(),
+            "timed_steps": len(records),
+            "step_s_median": statistics.median(step_s),
+            "step_s_mean": statistics.fmean(step_s),
+            "step_s_min": min(step_s),
+            "samples_per_s": cfg.batch_size * len(step_s) / sum(step_s),
+            "data_wait_frac": sum(wait_s) / sum(step_s),
+            "loss_first": records[0]["train/loss"],
+            "loss_last": records[-1]["train/loss"],
+            "wall_s_including_setup_and_final_checkpoint": round(total_s, 2),
+            "checkpoint_mib": round(ckpt_mib, 1),
+            "peak_rss_mib_main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mib_largest_worker": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        }
+    )
 
 
 def _headroom(runs: list[dict], loader: dict | None) -> dict:
@@ -109,8 +131,11 @@ def _headroom(runs: list[dict], loader: dict | None) -> dict:
     for r in runs:
         key = f"{r['mixed_precision']}_workers{r['num_workers']}_threads{r['torch_threads']}"
         lsps = by_workers.get(r["num_workers"])
-        out[key] = {"loader_samples_per_s": lsps, "model_samples_per_s": round(r["samples_per_s"], 2),
-                    "headroom": round(lsps / r["samples_per_s"], 1) if lsps else None}
+        out[key] = {
+            "loader_samples_per_s": lsps,
+            "model_samples_per_s": round(r["samples_per_s"], 2),
+            "headroom": round(lsps / r["samples_per_s"], 1) if lsps else None,
+        }
     return out
 
 
@@ -119,13 +144,14 @@ def _fill_dataloader_json(path: Path, reference: dict, source: str) -> None:
     data = json.loads(path.read_text())
     sps = reference["samples_per_s"]
     data["model_step"] = {
-        "samples_per_s": round(sps, 2), "source": source,
+        "samples_per_s": round(sps, 2),
+        "source": source,
         "note": "tiny preset full fine-tune, batch 16, 2 views 256 px -> 128 px, proprio, chunk 8, fp32, "
-                f"num_workers {reference['num_workers']}, {reference['torch_threads']} torch thread(s), on this "
-                "machine (train.json has bf16 and other worker / thread counts). The 128 px loader results get "
-                "headroom = loader samples/s / model samples/s (required >= 5); 224 px is the openvla-7b input "
-                "size, whose step could not be measured without a GPU. The loader benchmark's collate resizes in "
-                "its workers, while the trainer preprocesses in the main process (counted in the model step).",
+        f"num_workers {reference['num_workers']}, {reference['torch_threads']} torch thread(s), on this "
+        "machine (train.json has bf16 and other worker / thread counts). The 128 px loader results get "
+        "headroom = loader samples/s / model samples/s (required >= 5); 224 px is the openvla-7b input "
+        "size, whose step could not be measured without a GPU. The loader benchmark's collate resizes in "
+        "its workers, while the trainer preprocesses in the main process (counted in the model step).",
     }
     for r in data["results"]:
         if r["out_size"] == 128:
@@ -156,29 +182,40 @@ def run(cfg: BenchConfig) -> dict:
     report = {
         "benchmark": "train",
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
-        "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
         "config": {k: (_display_path(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
         "setup": "tiny preset (random init, byte-level BPE on the instructions), finetune=full, AdamW lr 5e-4, "
-                 "2 views 128 px, proprio, L1 head, chunk 8, image augmentation on, one process",
-        "data": data, "results": results, "headroom_vs_dataloader": _headroom(results, loader),
+        "2 views 128 px, proprio, L1 head, chunk 8, image augmentation on, one process",
+        "data": data,
+        "results": results,
+        "headroom_vs_dataloader": _headroom(results, loader),
         "openvla_7b_lora_batch8": {
             "measured": False,
             "reason": "no GPU in this session (CPU-only machine; the device machine was not lent to this task): "
-                      "openvla-7b LoRA samples/s and memory at batch 8 could not be measured here. Reference: "
-                      "OpenVLA-OFT reports ~62 GB at batch 8 per GPU (bf16 weights 15.1 GB).",
+            "openvla-7b LoRA samples/s and memory at batch 8 could not be measured here. Reference: "
+            "OpenVLA-OFT reports ~62 GB at batch 8 per GPU (bf16 weights 15.1 GB).",
         },
         "notes": "Step time = batch / train/samples_per_s of each timed step (wall time of the optimizer step "
-                 "including waiting for data, main-process preprocessing, forward, backward, clip, AdamW). Other "
-                 "jobs share these 2 cores (see loadavg); numbers are this machine's, not a GPU's.",
+        "including waiting for data, main-process preprocessing, forward, backward, clip, AdamW). Other "
+        "jobs share these 2 cores (see loadavg); numbers are this machine's, not a GPU's.",
     }
     write_result(cfg.out, report)
-    reference = next((r for r in results if r["mixed_precision"] == "no" and r["num_workers"] == 2
-                      and r["torch_threads"] == 1), results[0])
+    reference = next(
+        (r for r in results if r["mixed_precision"] == "no" and r["num_workers"] == 2 and r["torch_threads"] == 1),
+        results[0],
+    )
     if loader is not None:
-        _fill_dataloader_json(cfg.dataloader_json, reference, f"{_display_path(cfg.out)} (mixed_precision "
-                                                              f"{reference['mixed_precision']}, num_workers "
-                                                              f"{reference['num_workers']})")
+        _fill_dataloader_json(
+            cfg.dataloader_json,
+            reference,
+            f"{_display_path(cfg.out)} (mixed_precision "
+            f"{reference['mixed_precision']}, num_workers "
+            f"{reference['num_workers']})",
+        )
     return report
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
+
+from common.files import write_json_atomic
 
 
 def cpu_name() -> str:
@@ -36,15 +37,21 @@ def machine_info() -> dict[str, Any]:
     from envs.machine import cpu_info
 
     try:
-        mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-                      if ln.startswith("MemTotal"))
+        mem_kb = next(
+            int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")
+        )
         mem_gib = round(mem_kb / 2**20, 1)
     except (OSError, StopIteration):
         mem_gib = None
     info: dict[str, Any] = {
-        "cpu": cpu_name(), "cpu_flags": cpu_info()["flags"], "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)), "mem_gib": mem_gib,
-        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+        "cpu": cpu_name(),
+        "cpu_flags": cpu_info()["flags"],
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "mem_gib": mem_gib,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
         "loadavg": loadavg(),
     }
     try:
@@ -74,9 +81,4 @@ def result_header(benchmark: str, module: str, argv: list[str] | None) -> dict[s
 
 def write_result(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` as indented JSON to ``path`` atomically (temp file + rename); creates the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, payload)

@@ -57,9 +57,15 @@ def load_steps(data: Path, cameras: Sequence[str], steps: Sequence[int], episode
             instruction = read_instructions(f["seen"])[0] if "seen" in f else ""
             for t in steps:
                 if t < len(actions):
-                    rows.append({"t": t, "actions": actions, "instruction": instruction,
-                                 "images": {c: np.asarray(f[CAMERA_TO_HDF5_KEY[c]][t])[None] for c in cameras},
-                                 "proprio": np.asarray(f["proprio"][t], dtype=np.float32)[None]})
+                    rows.append(
+                        {
+                            "t": t,
+                            "actions": actions,
+                            "instruction": instruction,
+                            "images": {c: np.asarray(f[CAMERA_TO_HDF5_KEY[c]][t])[None] for c in cameras},
+                            "proprio": np.asarray(f["proprio"][t], dtype=np.float32)[None],
+                        }
+                    )
     return rows
 
 
@@ -88,21 +94,32 @@ def probe(policy: Any, rows: Sequence[dict[str, Any]], shift: float) -> dict[int
         shifted[0, dims] += shift
         moved = (last_action(row, shifted)[dims] - base[dims]) / shift
         target = row["actions"][min(row["t"] + horizon - 1, len(row["actions"]) - 1)]
-        err = [np.linalg.norm(base[dims[i:i + 2]] - target[dims[i:i + 2]]) * 100 for i in (0, 2)]
+        err = [np.linalg.norm(base[dims[i : i + 2]] - target[dims[i : i + 2]]) * 100 for i in (0, 2)]
         acc = per_t.setdefault(row["t"], {"passthrough": [], "err": []})
         acc["passthrough"].extend(moved.tolist())
         acc["err"].extend(err)
-    return {t: {"passthrough": round(float(np.mean(v["passthrough"])), 3),
-                "openloop_xy_err_cm": {"mean": round(float(np.mean(v["err"])), 2),
-                                       "p90": round(float(np.percentile(v["err"], 90)), 2)},
-                "samples": len(v["err"]) // 2}
-            for t, v in sorted(per_t.items())}
+    return {
+        t: {
+            "passthrough": round(float(np.mean(v["passthrough"])), 3),
+            "openloop_xy_err_cm": {
+                "mean": round(float(np.mean(v["err"])), 2),
+                "p90": round(float(np.percentile(v["err"], 90)), 2),
+            },
+            "samples": len(v["err"]) // 2,
+        }
+        for t, v in sorted(per_t.items())
+    }
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, action="append", required=True,
-                        help="checkpoint directory (repeat to compare several)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        required=True,
+        help="checkpoint directory (repeat to compare several)",
+    )
     parser.add_argument("--data", type=Path, required=True, help="episode folder, ideally not trained on")
     parser.add_argument("--episodes", type=int, default=20, help="first N episodes of --data")
     parser.add_argument("--steps", type=int, nargs="+", default=[8, 16, 24], help="steps t probed per episode")
@@ -111,8 +128,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results/proprio_probe.json")
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.shift == 0 or min(args.steps) < 0 or args.threads < 1:
-        parser.error(f"need --episodes >= 1 (got {args.episodes}), --shift != 0 (got {args.shift}), --steps >= 0 "
-                     f"(got {args.steps}), --threads >= 1 (got {args.threads})")
+        parser.error(
+            f"need --episodes >= 1 (got {args.episodes}), --shift != 0 (got {args.shift}), --steps >= 0 "
+            f"(got {args.steps}), --threads >= 1 (got {args.threads})"
+        )
     return args
 
 
@@ -130,11 +149,19 @@ def main(argv: list[str] | None = None) -> int:
         rows = load_steps(args.data, policy.metadata.cameras, args.steps, args.episodes)
         results[str(ckpt)] = probe(policy, rows, args.shift)
         for t, r in results[str(ckpt)].items():
-            print(f"{ckpt} t={t}: passthrough {r['passthrough']:.2f}, open-loop xy error "
-                  f"{r['openloop_xy_err_cm']['mean']:.2f} cm (p90 {r['openloop_xy_err_cm']['p90']:.2f})")
-    payload = {**result_header("proprio probe: proprio passthrough and open-loop xy error per checkpoint",
-                               "benchmarks.probe_proprio", argv),
-               "data": str(args.data), "episodes": args.episodes, "shift_m": args.shift, "per_checkpoint": results}
+            print(
+                f"{ckpt} t={t}: passthrough {r['passthrough']:.2f}, open-loop xy error "
+                f"{r['openloop_xy_err_cm']['mean']:.2f} cm (p90 {r['openloop_xy_err_cm']['p90']:.2f})"
+            )
+    payload = {
+        **result_header(
+            "proprio probe: proprio passthrough and open-loop xy error per checkpoint", "benchmarks.probe_proprio", argv
+        ),
+        "data": str(args.data),
+        "episodes": args.episodes,
+        "shift_m": args.shift,
+        "per_checkpoint": results,
+    }
     write_result(args.out, payload)
     print(f"wrote {args.out}")
     return 0

@@ -155,8 +155,9 @@ def read_config_file(path: str | Path, cls: type, legacy: Mapping[str, str] | No
         if name == "config":
             raise ValueError(f"{path}: key 'config' is not allowed inside a config file")
         if name not in fields:
-            raise ValueError(f"{path}: unknown key {key!r}{did_you_mean(name, fields)}; known keys: "
-                             f"{', '.join(sorted(fields))}")
+            raise ValueError(
+                f"{path}: unknown key {key!r}{did_you_mean(name, fields)}; known keys: {', '.join(sorted(fields))}"
+            )
         values[name] = _coerce(fields[name], value)
     return values
 
@@ -216,8 +217,13 @@ def flag_defaults(cls: type) -> dict[str, Any]:
         for part in field.path[:-1]:
             owner = _group_type(owner, part)
         f = next(f for f in dataclasses.fields(owner) if f.name == field.path[-1])
-        out[name] = (f.default if f.default is not dataclasses.MISSING else
-                     f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        out[name] = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else f.default_factory()
+            if f.default_factory is not dataclasses.MISSING
+            else dataclasses.MISSING
+        )
     return out
 
 
@@ -229,8 +235,9 @@ def config_flag(args: Sequence[str]) -> Path | None:
     return known.config
 
 
-def parse_with_config(cls: type, args: Sequence[str], prog: str, legacy: Mapping[str, str] | None = None,
-                      wrap: Any = None) -> Any:
+def parse_with_config(
+    cls: type, args: Sequence[str], prog: str, legacy: Mapping[str, str] | None = None, wrap: Any = None
+) -> Any:
     """Parse ``args`` for ``cls`` with ``--config FILE`` (if given) supplying the defaults (module docstring).
 
     ``wrap`` is the annotation tyro parses (default ``cls``; e.g. ``OmitArgPrefixes[cls]``). The instance gets the
@@ -267,8 +274,13 @@ def field_docstrings(cls: type) -> dict[str, str]:
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
         for node, nxt in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
                 out[node.target.id] = " ".join(nxt.value.value.split())
     return out
 

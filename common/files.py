@@ -78,7 +78,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 2
 
 def fsync_tree(folder: str | os.PathLike) -> None:
     """``fsync`` every file below ``folder`` and every folder, deepest first (before renaming it into place)."""
-    for root, dirs, files in os.walk(folder, topdown=False):
+    for root, _dirs, files in os.walk(folder, topdown=False):
         for name in files:
             file = os.path.join(root, name)
             if os.path.islink(file):

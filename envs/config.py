@@ -1,12 +1,16 @@
 """Config dataclasses of the envs commands (``vla doctor``, ``vla envs``, ``vla demos``).
 
-Light on purpose: no ManiSkill import, so ``vla --help`` is fast. Field docstrings are the ``--help`` text.
+Light on purpose: no ManiSkill import, so ``vla --help`` is fast. Field docstrings are the ``--help`` text (one
+sentence each: tyro keeps their line breaks). ``vla demos --action-noise S`` is DART-style data (Laskey et al.
+2017): the executed TCP positions drift by an AR(1) offset of std S m (yaw 5 S rad, correlation
+``--noise-correlation``) while the expert's clean target is what gets recorded, so the data shows how to recover.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 from envs.layout import CAMERAS
 from envs.visuals import VisualQuality, check_visual_quality
@@ -45,7 +49,7 @@ class EnvsConfig:
 
 @dataclasses.dataclass
 class DemosConfig:
-    """Record successful scripted-expert episodes in the seed HDF5 layout."""
+    """Record successful scripted-expert episodes in the seed HDF5 layout (format: envs.recording)."""
 
     task: str
     """Task name (see `vla envs`)."""
@@ -61,20 +65,16 @@ class DemosConfig:
     """Seed of the first attempt; attempt k uses seed_start + k."""
     max_attempts: int | None = None
     """Give up after this many attempts (default: 3 x episodes + 10)."""
-    instruction_split: str = "seen"
-    """Which instruction templates drive the recorded episode's `instruction` attribute (seen|unseen); both
-    template lists are always stored."""
+    instruction_split: Literal["seen", "unseen"] = "seen"
+    """Templates of the episode's `instruction` attribute: seen or unseen (both lists are always stored)."""
     action_noise: float = 0.0
-    """DART-style perturbation: std (m) of a temporally correlated offset added to the EXECUTED TCP positions (yaw
-    gets 5x this in rad); the recorded `action` stays the expert's clean target, so the data shows how to recover
-    from drift. 0 records the plain expert."""
+    """DART-style noise: std (m) of a correlated offset on the EXECUTED TCP targets; the clean action is recorded."""
     noise_correlation: float = 0.9
     """Per-step autocorrelation of that offset (an AR(1) process; 0.9 at 20 Hz drifts over ~0.5 s)."""
     visual_quality: VisualQuality = "fast"
     """Arm meshes the cameras see: fast (low-poly, ~10x cheaper CPU frames, same physics) or full (stock)."""
     workers: int = 1
-    """Attempts run in this many processes (one env each); episodes are committed in seed order, so the folder is
-    the same for any N."""
+    """Processes running attempts (one env each); the folder is the same for any N."""
     progress: bool = True
     """Show a progress bar."""
 

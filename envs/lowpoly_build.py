@@ -81,8 +81,11 @@ def _decimate(vertices: np.ndarray, faces: np.ndarray, target: int) -> tuple[np.
         return vertices, faces
     welded = trimesh.Trimesh(vertices, faces, process=True)
     welded.merge_vertices(merge_tex=True, merge_norm=True)
-    v, f = fast_simplification.simplify(np.ascontiguousarray(welded.vertices, dtype=np.float32),
-                                        np.ascontiguousarray(welded.faces, dtype=np.int32), target_count=int(target))
+    v, f = fast_simplification.simplify(
+        np.ascontiguousarray(welded.vertices, dtype=np.float32),
+        np.ascontiguousarray(welded.faces, dtype=np.int32),
+        target_count=int(target),
+    )
     return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64)
 
 
@@ -148,22 +151,36 @@ def build(cfg: BuildConfig) -> dict:
             method = f"quadric edge collapse per part to {cfg.ratio:g} of its faces (min {MIN_PART_FACES})"
         else:
             data, before, after = decimate_camera(src, cfg.camera_faces)
-            method = (f"convex hull of vertices snapped to {CAMERA_GRID_M * 1000:g} mm, quadric edge collapse to "
-                      f"<= {cfg.camera_faces} faces")
+            method = (
+                f"convex hull of vertices snapped to {CAMERA_GRID_M * 1000:g} mm, quadric edge collapse to "
+                f"<= {cfg.camera_faces} faces"
+            )
         name = Path(rel).name
         (cfg.out / name).write_bytes(data)
-        files[rel] = {"file": name, "source_sha256": sha256_file(src), "sha256": sha256_bytes(data),
-                      "faces_before": before, "faces_after": after, "method": method}
+        files[rel] = {
+            "file": name,
+            "source_sha256": sha256_file(src),
+            "sha256": sha256_bytes(data),
+            "faces_before": before,
+            "faces_after": after,
+            "method": method,
+        }
     manifest = {
         "format_version": 1,
         "robot": "panda_wristcam (mani_skill/assets/robots/panda/panda_v3.urdf)",
         "built_with": {p: metadata.version(p) for p in ("mani-skill", "trimesh", "fast-simplification", "numpy")},
-        "params": {"ratio": cfg.ratio, "camera_faces": cfg.camera_faces, "camera_grid_m": CAMERA_GRID_M,
-                   "min_part_faces": MIN_PART_FACES,
-                   "crease_deg": CREASE_DEG},
+        "params": {
+            "ratio": cfg.ratio,
+            "camera_faces": cfg.camera_faces,
+            "camera_grid_m": CAMERA_GRID_M,
+            "min_part_faces": MIN_PART_FACES,
+            "crease_deg": CREASE_DEG,
+        },
         "files": files,
-        "faces_per_arm": {"stock": sum(files[rel]["faces_before"] for rel in stock_visual_meshes(unique=False)),
-                          "lowpoly": sum(files[rel]["faces_after"] for rel in stock_visual_meshes(unique=False))},
+        "faces_per_arm": {
+            "stock": sum(files[rel]["faces_before"] for rel in stock_visual_meshes(unique=False)),
+            "lowpoly": sum(files[rel]["faces_after"] for rel in stock_visual_meshes(unique=False)),
+        },
     }
     (cfg.out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

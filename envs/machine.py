@@ -23,6 +23,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from common.files import write_json_atomic
+
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 """The /proc/cpuinfo flags that decide CPU float32/bf16 speed (recorded with every benchmark)."""
 PROBE_SIZE = 512
@@ -77,8 +79,10 @@ class Bf16Probe:
     def summary(self) -> str:
         """One line: ``bf16 0.61 ms vs float32 1.02 ms (0.60x) -> bf16 fast`` (or slow)."""
         verdict = "bf16 fast" if self.fast else "bf16 slow: float32"
-        return (f"bf16 {self.bf16_ms:.2f} ms vs float32 {self.fp32_ms:.2f} ms per {PROBE_SIZE}x{PROBE_SIZE} matmul "
-                f"({self.ratio:.2f}x, {self.threads} threads) -> {verdict}")
+        return (
+            f"bf16 {self.bf16_ms:.2f} ms vs float32 {self.fp32_ms:.2f} ms per {PROBE_SIZE}x{PROBE_SIZE} matmul "
+            f"({self.ratio:.2f}x, {self.threads} threads) -> {verdict}"
+        )
 
 
 def _time_matmul(dtype, threads: int) -> float:
@@ -126,15 +130,18 @@ def bf16_probe(refresh: bool = False) -> Bf16Probe:
         cache = {}
     if not refresh and isinstance(cache.get(key), dict):
         return Bf16Probe(**{**cache[key], "flags": tuple(cache[key]["flags"]), "cached": True})
-    probe = Bf16Probe(fp32_ms=round(_time_matmul(torch.float32, threads), 4),
-                      bf16_ms=round(_time_matmul(torch.bfloat16, threads), 4), threads=threads, cpu=cpu["model"],
-                      flags=tuple(cpu["flags"]), torch=torch.__version__)
+    probe = Bf16Probe(
+        fp32_ms=round(_time_matmul(torch.float32, threads), 4),
+        bf16_ms=round(_time_matmul(torch.bfloat16, threads), 4),
+        threads=threads,
+        cpu=cpu["model"],
+        flags=tuple(cpu["flags"]),
+        torch=torch.__version__,
+    )
     cache[key] = {k: v for k, v in dataclasses.asdict(probe).items() if k != "cached"}
     try:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=2))
-        os.replace(tmp, path)
-    except OSError:
+        write_json_atomic(path, cache)
+    except OSError:  # a read-only cache is not an error: the probe is measured again next time
         pass
     return probe
 
@@ -165,7 +172,9 @@ def resolve_precision(requested: str, device: str) -> tuple[str, str]:
     probe = bf16_probe()
     if requested == "bf16":
         if not probe.fast:
-            warnings.warn(f"bf16 was asked for on a CPU where it is slow: {probe.summary()}; "
-                          "use auto (or no) for float32", stacklevel=2)
+            warnings.warn(
+                f"bf16 was asked for on a CPU where it is slow: {probe.summary()}; use auto (or no) for float32",
+                stacklevel=2,
+            )
         return "bf16", f"bf16 requested ({probe.summary()})"
     return ("bf16" if probe.fast else "no"), probe.summary()

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from common.files import write_bytes_atomic, write_json_atomic
 from envs.config import DemosConfig
 from envs.layout import ACTION_FRAME, ACTION_LAYOUT, CAMERA_TO_HDF5_KEY, CONTROL_MODE
 
@@ -69,9 +70,16 @@ def relative_actions(action: np.ndarray) -> np.ndarray:
     return rel
 
 
-def write_episode(path: Path, frames: dict[str, np.ndarray], action: np.ndarray, proprio: np.ndarray,
-                  seen: list[str], unseen: list[str], attrs: dict[str, Any]) -> None:
-    """Write one episode file atomically (``path.tmp`` then rename).
+def write_episode(
+    path: Path,
+    frames: dict[str, np.ndarray],
+    action: np.ndarray,
+    proprio: np.ndarray,
+    seen: list[str],
+    unseen: list[str],
+    attrs: dict[str, Any],
+) -> None:
+    """Write one episode file atomically and durably (built in memory, then ``common.files.write_bytes_atomic``).
 
     Args:
         frames: camera name -> (T, S, S, 3) uint8.
@@ -79,31 +87,24 @@ def write_episode(path: Path, frames: dict[str, np.ndarray], action: np.ndarray,
         seen, unseen: instruction phrasings.
         attrs: scalar / str attributes (dicts and lists are stored as JSON strings).
     """
+    import io
+
     import h5py
 
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for cam, imgs in frames.items():
-                f.create_dataset(CAMERA_TO_HDF5_KEY[cam], data=imgs, dtype=np.uint8,
-                                 chunks=(1, *imgs.shape[1:]), compression="lzf")
-            f.create_dataset("action", data=action.astype(np.float64))
-            f.create_dataset("relative_action", data=relative_actions(action.astype(np.float64)))
-            f.create_dataset("proprio", data=proprio.astype(np.float64))
-            f.create_dataset("seen", data=np.array(seen, dtype=object), dtype=h5py.string_dtype())
-            f.create_dataset("unseen", data=np.array(unseen, dtype=object), dtype=h5py.string_dtype())
-            for key, value in attrs.items():
-                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        for cam, imgs in frames.items():
+            f.create_dataset(
+                CAMERA_TO_HDF5_KEY[cam], data=imgs, dtype=np.uint8, chunks=(1, *imgs.shape[1:]), compression="lzf"
+            )
+        f.create_dataset("action", data=action.astype(np.float64))
+        f.create_dataset("relative_action", data=relative_actions(action.astype(np.float64)))
+        f.create_dataset("proprio", data=proprio.astype(np.float64))
+        f.create_dataset("seen", data=np.array(seen, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("unseen", data=np.array(unseen, dtype=object), dtype=h5py.string_dtype())
+        for key, value in attrs.items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _now() -> str:
@@ -123,12 +124,21 @@ def load_or_start_manifest(cfg: DemosConfig) -> dict:
         stale.unlink()  # leftovers of an interrupted write: never complete
     path = out / MANIFEST
     fresh = {
-        "format_version": FORMAT_VERSION, "task": cfg.task, "cameras": list(cfg.cameras),
-        "image_size": cfg.image_size, "action_noise": cfg.action_noise, "visual_quality": cfg.visual_quality,
+        "format_version": FORMAT_VERSION,
+        "task": cfg.task,
+        "cameras": list(cfg.cameras),
+        "image_size": cfg.image_size,
+        "action_noise": cfg.action_noise,
+        "visual_quality": cfg.visual_quality,
         "control_mode": CONTROL_MODE,
         "action_layout": list(ACTION_LAYOUT),
-        "episodes": [], "attempts": 0, "failures": 0, "failed_seeds": [], "next_seed": cfg.seed_start,
-        "created_at": _now(), "updated_at": _now(),
+        "episodes": [],
+        "attempts": 0,
+        "failures": 0,
+        "failed_seeds": [],
+        "next_seed": cfg.seed_start,
+        "created_at": _now(),
+        "updated_at": _now(),
     }
     manifest = json.loads(path.read_text()) if path.exists() else fresh
     manifest.setdefault("action_noise", 0.0)
@@ -171,8 +181,9 @@ class ActionNoise:
         return noisy
 
 
-def run_expert_episode(env, expert, seed: int, record: bool, action_noise: float = 0.0,
-                       noise_correlation: float = 0.9) -> dict[str, Any]:
+def run_expert_episode(
+    env, expert, seed: int, record: bool, action_noise: float = 0.0, noise_correlation: float = 0.9
+) -> dict[str, Any]:
     """Roll the expert out for one seeded episode on a single-env wrapper.
 
     With ``action_noise > 0`` the env executes the expert's action plus an :class:`ActionNoise` offset while the
@@ -203,8 +214,11 @@ def run_expert_episode(env, expert, seed: int, record: bool, action_noise: float
     result = {"success": bool(info["success"][0]), "success_once": success_once, "steps": int(env.elapsed_steps[0])}
     if record:
         result.update(
-            frames={c: np.stack(v) for c, v in frames.items()}, action=np.stack(actions), proprio=np.stack(proprio),
-            instruction=obs["instruction"][0], seen=env.instruction_variants("seen")[0],
+            frames={c: np.stack(v) for c, v in frames.items()},
+            action=np.stack(actions),
+            proprio=np.stack(proprio),
+            instruction=obs["instruction"][0],
+            seen=env.instruction_variants("seen")[0],
             unseen=env.instruction_variants("unseen")[0],
         )
     return result
@@ -217,12 +231,23 @@ PENDING_DIR = ".pending"
 def episode_attrs(cfg: DemosConfig, env, expert, seed: int, result: dict[str, Any], versions: dict) -> dict:
     """The HDF5 attributes of one recorded episode (see the module docstring)."""
     return {
-        "task": cfg.task, "seed": seed, "control_mode": CONTROL_MODE, "action_layout": list(ACTION_LAYOUT),
-        "action_frame": ACTION_FRAME, "cameras": list(cfg.cameras), "image_size": cfg.image_size,
-        "control_freq": int(env.unwrapped.control_freq), "sim_freq": int(env.unwrapped.sim_freq),
-        "instruction": result["instruction"], "num_steps": result["steps"], "package_versions": versions,
-        "format_version": FORMAT_VERSION, "success": True, "expert": type(expert).__name__,
-        "action_noise": cfg.action_noise, "noise_correlation": cfg.noise_correlation,
+        "task": cfg.task,
+        "seed": seed,
+        "control_mode": CONTROL_MODE,
+        "action_layout": list(ACTION_LAYOUT),
+        "action_frame": ACTION_FRAME,
+        "cameras": list(cfg.cameras),
+        "image_size": cfg.image_size,
+        "control_freq": int(env.unwrapped.control_freq),
+        "sim_freq": int(env.unwrapped.sim_freq),
+        "instruction": result["instruction"],
+        "num_steps": result["steps"],
+        "package_versions": versions,
+        "format_version": FORMAT_VERSION,
+        "success": True,
+        "expert": type(expert).__name__,
+        "action_noise": cfg.action_noise,
+        "noise_correlation": cfg.noise_correlation,
         "visual_quality": cfg.visual_quality,
     }
 
@@ -231,8 +256,13 @@ def make_recording_env(cfg: DemosConfig):
     """The env ``vla demos`` records with (cameras, image size, instruction split, visual quality of ``cfg``)."""
     from envs.wrapper import make_env
 
-    return make_env(cfg.task, cameras=cfg.cameras, image_size=cfg.image_size, instruction_split=cfg.instruction_split,
-                    visual_quality=cfg.visual_quality)
+    return make_env(
+        cfg.task,
+        cameras=cfg.cameras,
+        image_size=cfg.image_size,
+        instruction_split=cfg.instruction_split,
+        visual_quality=cfg.visual_quality,
+    )
 
 
 def attempt(cfg: DemosConfig, env, expert, seed: int, versions: dict) -> dict[str, Any]:
@@ -240,16 +270,29 @@ def attempt(cfg: DemosConfig, env, expert, seed: int, versions: dict) -> dict[st
 
     Returns ``{"seed", "success", "steps", "instruction", "pending"}`` (``pending``: the file, or None).
     """
-    result = run_expert_episode(env, expert, seed, record=True, action_noise=cfg.action_noise,
-                                noise_correlation=cfg.noise_correlation)
+    result = run_expert_episode(
+        env, expert, seed, record=True, action_noise=cfg.action_noise, noise_correlation=cfg.noise_correlation
+    )
     pending = None
     if result["success"]:
         pending = cfg.out / PENDING_DIR / f"seed_{seed}.hdf5"
         pending.parent.mkdir(exist_ok=True)
-        write_episode(pending, result["frames"], result["action"], result["proprio"], result["seen"],
-                      result["unseen"], episode_attrs(cfg, env, expert, seed, result, versions))
-    return {"seed": seed, "success": result["success"], "steps": result["steps"],
-            "instruction": result.get("instruction", ""), "pending": None if pending is None else str(pending)}
+        write_episode(
+            pending,
+            result["frames"],
+            result["action"],
+            result["proprio"],
+            result["seen"],
+            result["unseen"],
+            episode_attrs(cfg, env, expert, seed, result, versions),
+        )
+    return {
+        "seed": seed,
+        "success": result["success"],
+        "steps": result["steps"],
+        "instruction": result.get("instruction", ""),
+        "pending": None if pending is None else str(pending),
+    }
 
 
 def _sequential_attempts(cfg: DemosConfig, first_seed: int):
@@ -268,6 +311,30 @@ def _sequential_attempts(cfg: DemosConfig, first_seed: int):
         env.close()
 
 
+_WORKER: dict[str, Any] = {}
+"""A recording worker process's env, expert and settings (set by :func:`_init_worker`)."""
+
+
+def _init_worker(cfg: DemosConfig, threads: int) -> None:
+    from envs.experts import make_expert
+    from envs.recording_pool import limit_threads
+
+    limit_threads(threads)
+    _WORKER.update(cfg=cfg, env=make_recording_env(cfg), expert=make_expert(cfg.task), versions=package_versions())
+
+
+def _worker_attempt(seed: int) -> dict[str, Any]:
+    return attempt(_WORKER["cfg"], _WORKER["env"], _WORKER["expert"], seed, _WORKER["versions"])
+
+
+def _parallel_attempts(cfg: DemosConfig, first_seed: int, budget: int):
+    """Attempts of seeds first_seed .. first_seed + budget - 1 in ``cfg.workers`` processes, in seed order."""
+    from envs.recording_pool import ordered_map, threads_per_worker
+
+    seeds = list(range(first_seed, first_seed + max(0, budget)))
+    return ordered_map(_worker_attempt, seeds, cfg.workers, _init_worker, (cfg, threads_per_worker(cfg.workers)))
+
+
 def _commit(cfg: DemosConfig, manifest: dict, result: dict) -> None:
     """Count one attempt (in seed order); a success becomes the next ``episode_{i}.hdf5``."""
     seed = result["seed"]
@@ -277,19 +344,20 @@ def _commit(cfg: DemosConfig, manifest: dict, result: dict) -> None:
         name = f"episode_{len(manifest['episodes'])}.hdf5"
         os.replace(result["pending"], cfg.out / name)
         manifest["episodes"].append(
-            {"file": name, "seed": seed, "num_steps": result["steps"], "instruction": result["instruction"]})
+            {"file": name, "seed": seed, "num_steps": result["steps"], "instruction": result["instruction"]}
+        )
     else:
         manifest["failures"] += 1
         manifest["failed_seeds"].append(seed)
     manifest["updated_at"] = _now()
-    _write_json(cfg.out / MANIFEST, manifest)
+    write_json_atomic(cfg.out / MANIFEST, manifest)
 
 
 def record_demos(cfg: DemosConfig) -> dict:
     """Record ``cfg.episodes`` successful episodes into ``cfg.out`` (see the module docstring); returns the manifest.
 
-    With ``cfg.workers > 1`` attempts run in that many processes (``envs.recording_pool``) and are committed in
-    seed order, so the folder is the same as with one worker.
+    With ``cfg.workers > 1`` attempts run in that many processes (``envs.recording_pool.ordered_map``) and are
+    committed in seed order, so the folder is the same as with one worker.
 
     Raises:
         ValueError: unknown task, incompatible existing folder.
@@ -300,7 +368,6 @@ def record_demos(cfg: DemosConfig) -> dict:
     from tqdm import tqdm
 
     from envs.experts import make_expert
-    from envs.recording_pool import parallel_attempts
     from envs.specs import get_task
 
     get_task(cfg.task)
@@ -309,10 +376,19 @@ def record_demos(cfg: DemosConfig) -> dict:
     manifest = load_or_start_manifest(cfg)
     shutil.rmtree(cfg.out / PENDING_DIR, ignore_errors=True)  # attempts of an interrupted run, never committed
     max_attempts = cfg.max_attempts or 3 * cfg.episodes + 10
-    bar = tqdm(total=cfg.episodes, initial=min(len(manifest["episodes"]), cfg.episodes), unit="episode",
-               desc=f"{cfg.task}", disable=not cfg.progress, dynamic_ncols=True)
-    source = (_sequential_attempts(cfg, manifest["next_seed"]) if cfg.workers == 1
-              else parallel_attempts(cfg, manifest["next_seed"], max_attempts - manifest["attempts"]))
+    bar = tqdm(
+        total=cfg.episodes,
+        initial=min(len(manifest["episodes"]), cfg.episodes),
+        unit="episode",
+        desc=f"{cfg.task}",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
+    source = (
+        _sequential_attempts(cfg, manifest["next_seed"])
+        if cfg.workers == 1
+        else _parallel_attempts(cfg, manifest["next_seed"], max_attempts - manifest["attempts"])
+    )
     try:
         while len(manifest["episodes"]) < cfg.episodes:
             if manifest["attempts"] >= max_attempts:
@@ -328,5 +404,5 @@ def record_demos(cfg: DemosConfig) -> dict:
         bar.close()
         source.close()
         shutil.rmtree(cfg.out / PENDING_DIR, ignore_errors=True)
-    _write_json(cfg.out / MANIFEST, manifest)
+    write_json_atomic(cfg.out / MANIFEST, manifest)
     return manifest

@@ -1,13 +1,13 @@
-"""`vla demos --workers N`: expert attempts in N spawned processes, handed back in seed order.
+"""`vla demos --workers N`: attempts in N spawned processes, handed back in seed order.
 
-Each worker process builds one env and one expert (``envs.recording.make_recording_env``) and runs whole attempts
-(``envs.recording.attempt``): a successful episode is written by the worker to ``OUT/.pending/seed_{seed}.hdf5``,
-so only a small dict crosses the process boundary. The parent keeps at most ``2 N`` seeds in flight and yields
-results strictly in seed order; ``envs.recording.record_demos`` commits them one by one exactly as it does with one
-worker, so the folder (episode numbering, manifest, attempts, failures) does not depend on N. Every episode
-starts from ``env.reset(seed=s)``, so its content depends only on its seed.
+:func:`ordered_map` runs ``fn(item)`` for consecutive items in ``workers`` spawned processes (each set up once by
+``initializer(*initargs)``), keeps at most ``2 * workers`` items in flight and yields the results strictly in item
+order. ``envs.recording`` passes its own worker functions (one env and one expert per process; a successful
+attempt's episode file is written by the worker, so only a small dict crosses the process boundary) and commits
+the results one by one exactly as it does with one worker, so the folder does not depend on N. Every episode
+starts from ``env.reset(seed=s)`` on a freshly built PhysX scene, so its content depends only on its seed.
 
-Each worker gets ``cores // N`` math-library threads (more would oversubscribe the cores).
+Knows nothing of recording itself (no import of ``envs.recording``).
 """
 
 from __future__ import annotations
@@ -15,54 +15,52 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing as mp
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-_STATE: dict[str, Any] = {}
 
 
-def _init_worker(cfg, threads: int) -> None:
+def threads_per_worker(workers: int) -> int:
+    """Math-library threads for each of ``workers`` processes so that together they use the cores once."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, workers))
+
+
+def limit_threads(threads: int) -> None:
+    """Cap this process's math-library threads (call in a fresh process before torch is used)."""
     for var in THREAD_VARS:
         os.environ.setdefault(var, str(threads))
     import torch
 
     torch.set_num_threads(threads)
-    from envs.experts import make_expert
-    from envs.recording import make_recording_env, package_versions
-
-    _STATE.update(cfg=cfg, env=make_recording_env(cfg), expert=make_expert(cfg.task), versions=package_versions())
 
 
-def _run(seed: int) -> dict[str, Any]:
-    from envs.recording import attempt
-
-    return attempt(_STATE["cfg"], _STATE["env"], _STATE["expert"], seed, _STATE["versions"])
-
-
-def parallel_attempts(cfg, first_seed: int, budget: int) -> Iterator[dict[str, Any]]:
-    """Attempts of seeds ``first_seed .. first_seed + budget - 1`` in ``cfg.workers`` processes, yielded in seed
-    order (dicts as ``envs.recording.attempt`` returns). Closing the generator cancels queued seeds and waits for
-    the ones running.
+def ordered_map(
+    fn: Callable[[Any], Any], items: Sequence[Any], workers: int, initializer: Callable[..., None], initargs: tuple = ()
+) -> Iterator[Any]:
+    """``fn(item)`` for each item, run in ``workers`` spawned processes, yielded in item order. ``fn`` and
+    ``initializer`` must be module-level (spawn pickles them by name). Closing the generator cancels queued items
+    and waits for the running ones.
 
     Raises:
-        RuntimeError: a worker process died (its exit breaks the pool); the message names the seed.
+        RuntimeError: a worker process died (the message names the item); any exception ``fn`` raised.
     """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cpus // cfg.workers)
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn"),
-                                                  initializer=_init_worker, initargs=(cfg, threads))
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=initializer, initargs=initargs
+    )
     futures: dict[int, concurrent.futures.Future] = {}
-    next_submit, end = first_seed, first_seed + max(0, budget)
+    submitted = 0
     try:
-        for seed in range(first_seed, end):
-            while next_submit < end and len(futures) < 2 * cfg.workers:
-                futures[next_submit] = pool.submit(_run, next_submit)
-                next_submit += 1
+        for index, item in enumerate(items):
+            while submitted < len(items) and len(futures) < 2 * workers:
+                futures[submitted] = pool.submit(fn, items[submitted])
+                submitted += 1
             try:
-                yield futures.pop(seed).result()
+                yield futures.pop(index).result()
             except concurrent.futures.process.BrokenProcessPool as err:
-                raise RuntimeError(f"{cfg.task}: a recording worker process died while seed {seed} was running "
-                                   f"({err}); rerun the same command to continue") from err
+                raise RuntimeError(
+                    f"a worker process died while {item!r} was running ({err}); rerun the same command to continue"
+                ) from err
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

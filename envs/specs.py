@@ -6,9 +6,9 @@ Light on purpose (no ManiSkill import): ``vla envs`` and config validation read 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 
+from common.names import unknown_name_error
 from envs.layout import ACTION_LAYOUT, CAMERAS, CONTROL_MODE
 
 
@@ -24,6 +24,10 @@ class TaskSpec:
         seen: instruction templates used for training data (``{field}`` placeholders are filled per episode).
         unseen: held-out paraphrases for language generalization tests.
         source: "maniskill" (stock scene and success) or "vla" (built here from ManiSkill primitives).
+        expert: ``module:Class`` of the task's scripted expert (``envs.experts.make_expert`` builds it).
+
+    This table is the one place a task is defined: the task classes register ``env_id`` with ManiSkill through
+    ``envs.tasks.common.register_task``, which reads the id and the step limit from here.
     """
 
     name: str
@@ -33,12 +37,15 @@ class TaskSpec:
     seen: tuple[str, ...]
     unseen: tuple[str, ...]
     source: str
+    expert: str
 
     def __post_init__(self) -> None:
         if not self.seen or not self.unseen:
             raise ValueError(f"task {self.name}: needs both seen and unseen instruction templates")
         if self.max_episode_steps < 1:
             raise ValueError(f"task {self.name}: max_episode_steps must be >= 1, got {self.max_episode_steps}")
+        if ":" not in self.expert:
+            raise ValueError(f"task {self.name}: expert must be 'module:Class', got {self.expert!r}")
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -48,7 +55,8 @@ TASKS: dict[str, TaskSpec] = {
             name="TwoRobotPickCube-v1",
             env_id="vla/TwoRobotPickCube-v1",
             max_episode_steps=200,
-            description="The left arm hands the red cube over; the right arm brings it to the green goal and holds still.",
+            description="The left arm hands the red cube over; the right arm brings it to the green goal and holds "
+            "still.",
             seen=(
                 "hand the red cube over and lift it to the green target",
                 "pass the red cube to the right arm and raise it to the goal",
@@ -61,6 +69,7 @@ TASKS: dict[str, TaskSpec] = {
                 "carry the red cube over to the green ball",
             ),
             source="maniskill",
+            expert="envs.experts.cubes:PickCubeExpert",
         ),
         TaskSpec(
             name="TwoRobotStackCube-v1",
@@ -77,12 +86,14 @@ TASKS: dict[str, TaskSpec] = {
                 "set the green block on the bullseye and pile the blue block on it",
             ),
             source="maniskill",
+            expert="envs.experts.cubes:StackCubeExpert",
         ),
         TaskSpec(
             name="DualArmLiftBar-v1",
             env_id="DualArmLiftBar-v1",
             max_episode_steps=150,
-            description="Both arms grasp a 44 cm bar near its ends and lift it at least 10 cm, level within 10 degrees.",
+            description="Both arms grasp a 44 cm bar near its ends and lift it at least 10 cm, level within 10 "
+            "degrees.",
             seen=(
                 "lift the bar with both arms",
                 "grasp both ends of the bar and raise it level",
@@ -93,6 +104,7 @@ TASKS: dict[str, TaskSpec] = {
                 "hold the rod at both ends and lift it up",
             ),
             source="vla",
+            expert="envs.experts.bimanual:LiftBarExpert",
         ),
         TaskSpec(
             name="DualArmPlaceShoe-v1",
@@ -110,6 +122,7 @@ TASKS: dict[str, TaskSpec] = {
                 "store the {side} shoe in the box",
             ),
             source="vla",
+            expert="envs.experts.bimanual:PlaceShoeExpert",
         ),
     )
 }
@@ -123,9 +136,7 @@ def get_task(name: str) -> TaskSpec:
     """
     if name in TASKS:
         return TASKS[name]
-    close = difflib.get_close_matches(name, list(TASKS), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}{hint}")
+    raise unknown_name_error("task", name, TASKS)
 
 
 def task_table() -> list[dict]:
@@ -161,7 +172,9 @@ def print_tasks(cfg) -> int:
     for col in ("task", "max steps", "success", "seen instructions", "unseen instructions"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], str(r["max_episode_steps"]), r["description"], "\n".join(r["seen"]), "\n".join(r["unseen"]))
+        table.add_row(
+            r["name"], str(r["max_episode_steps"]), r["description"], "\n".join(r["seen"]), "\n".join(r["unseen"])
+        )
     console = Console()
     console.print(table)
     console.print("action (14): " + ", ".join(ACTION_LAYOUT))

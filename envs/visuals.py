@@ -18,10 +18,11 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Literal
+
+from common.files import write_bytes_atomic
 
 VisualQuality = Literal["fast", "full"]
 VISUAL_QUALITIES: tuple[str, ...] = ("fast", "full")
@@ -92,8 +93,10 @@ def lowpoly_manifest() -> dict:
         path = LOWPOLY_DIR / entry["file"]
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != entry["sha256"]:
-            raise ValueError(f"{path}: sha256 {digest[:12]}... but {MANIFEST} records {entry['sha256'][:12]}... for "
-                             f"{rel}; restore the file or rebuild with `python -m envs.lowpoly_build`")
+            raise ValueError(
+                f"{path}: sha256 {digest[:12]}... but {MANIFEST} records {entry['sha256'][:12]}... for "
+                f"{rel}; restore the file or rebuild with `python -m envs.lowpoly_build`"
+            )
     return manifest
 
 
@@ -110,8 +113,10 @@ def lowpoly_urdf_text() -> str:
     for mesh in _meshes(tree.getroot(), "visual"):
         rel = mesh.attrib["filename"]
         if rel not in files:
-            raise ValueError(f"{stock / STOCK_URDF}: visual mesh {rel!r} has no low-poly copy in {MANIFEST}; "
-                             "rebuild with `python -m envs.lowpoly_build`")
+            raise ValueError(
+                f"{stock / STOCK_URDF}: visual mesh {rel!r} has no low-poly copy in {MANIFEST}; "
+                "rebuild with `python -m envs.lowpoly_build`"
+            )
         mesh.attrib["filename"] = str(LOWPOLY_DIR / files[rel]["file"])
     for mesh in _meshes(tree.getroot(), "collision"):
         mesh.attrib["filename"] = str(stock / mesh.attrib["filename"])
@@ -125,17 +130,6 @@ def cache_dir() -> Path:
     return path
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @functools.lru_cache(maxsize=1)
 def lowpoly_urdf() -> Path:
     """Path of the low-poly URDF (written on first use; the stock SRDF is copied next to it byte for byte, since
@@ -146,8 +140,8 @@ def lowpoly_urdf() -> Path:
     if not urdf.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         srdf = (stock_panda_dir() / STOCK_URDF).with_suffix(".srdf")
-        _write_atomic(urdf.with_suffix(".srdf"), srdf.read_bytes())  # before the URDF: its presence means complete
-        _write_atomic(urdf, text)
+        write_bytes_atomic(urdf.with_suffix(".srdf"), srdf.read_bytes())  # before the URDF: its presence means complete
+        write_bytes_atomic(urdf, text)
     return urdf
 
 

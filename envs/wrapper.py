@@ -26,7 +26,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.layout import ACTION_DIM, ARMS, CAMERAS, CONTROL_MODE, action_to_controller, tcp_pose_to_proprio, validate_action
+from envs.layout import (
+    ACTION_DIM,
+    ARMS,
+    CAMERAS,
+    CONTROL_MODE,
+    action_to_controller,
+    tcp_pose_to_proprio,
+    validate_action,
+)
 from envs.specs import TaskSpec, get_task
 from envs.visuals import check_visual_quality
 
@@ -47,7 +55,7 @@ def make_env(
     sim_backend: str = "auto",
     render_backend: str = "gpu",
     visual_quality: str = "fast",
-) -> "DualArmEnv":
+) -> DualArmEnv:
     """Create a task through ManiSkill's registry (``gym.make``) wrapped in :class:`DualArmEnv`.
 
     Args:
@@ -102,7 +110,7 @@ class LazyImages(Mapping):
         RuntimeError: the env has stepped or reset since this observation was made (its pixels are gone).
     """
 
-    def __init__(self, env: "DualArmEnv", cameras: tuple[str, ...], token: int):
+    def __init__(self, env: DualArmEnv, cameras: tuple[str, ...], token: int):
         self._env, self._cameras, self._token = env, cameras, token
         self._cache: dict[str, np.ndarray] = {}
 

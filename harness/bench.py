@@ -15,28 +15,46 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from common.files import write_json_atomic
 from envs.specs import get_task
 from harness.benchmark_specs import load_benchmark, parse_seeds
 from harness.config import BenchConfig
-from common.files import write_json_atomic
+from harness.dispatch import plan_items, run_items
 from harness.records import (
-    EPISODES_FILE, RESULTS_FILE, SCHEMA_VERSION, EpisodeRecord, RecordSink, aggregate, read_records, repair_tail,
+    EPISODES_FILE,
+    RESULTS_FILE,
+    SCHEMA_VERSION,
+    EpisodeRecord,
+    RecordSink,
+    aggregate,
+    read_records,
+    repair_tail,
     rewrite_records,
 )
 from harness.rollout import RunSettings
-from harness.dispatch import plan_items, run_items
 from policies.base import EnvMetadata, check_compatible, make_policy
 
 RUN_CONFIG_FILE = "run_config.json"
-_OUTCOME_FIELDS = ("policy", "max_episode_steps", "image_size", "end_on_success", "post_success_steps",
-                   "n_action_steps", "temporal_ensemble_coeff", "instruction_split", "num_envs", "sim_backend",
-                   "visual_quality")
+_OUTCOME_FIELDS = (
+    "policy",
+    "max_episode_steps",
+    "image_size",
+    "end_on_success",
+    "post_success_steps",
+    "n_action_steps",
+    "temporal_ensemble_coeff",
+    "instruction_split",
+    "num_envs",
+    "sim_backend",
+    "visual_quality",
+)
 """Settings a resumed run must share with the run it continues (tasks, seeds, workers and videos may change)."""
 _WEIGHTS_FIELD = "policy_sha256"
-"""The policy's weights digest (``PolicyMetadata.extra["sha256"]``, checkpoint policies): a resumed run must use
+"""The policy's weights digest (``PolicyMetadata.weights_digest``, checkpoint policies): a resumed run must use
 the same weights even when the --policy string is unchanged (``checkpoint:RUN/checkpoints/last`` after more
 training, a re-trained run at the same path). Checked when the earlier run recorded one."""
 
@@ -58,8 +76,9 @@ def _load_factory(spec: str) -> Callable[..., Any]:
         raise ValueError(f"env_factory: cannot load {spec!r}: {err}") from err
 
 
-def resolve(cfg: BenchConfig, meta: Any, env_factory: Callable[..., Any] | None,
-            policy_factory: Callable[[], Any]) -> ResolvedRun:
+def resolve(
+    cfg: BenchConfig, meta: Any, env_factory: Callable[..., Any] | None, policy_factory: Callable[[], Any]
+) -> ResolvedRun:
     """Tasks, seeds, horizons, cameras and image size of the run (CLI > policy metadata > benchmark spec)."""
     spec = None
     if cfg.benchmark is not None:
@@ -83,20 +102,46 @@ def resolve(cfg: BenchConfig, meta: Any, env_factory: Callable[..., Any] | None,
         else:
             from envs.wrapper import make_env as env_factory
     settings = RunSettings(
-        policy_factory=policy_factory, env_factory=env_factory, out=cfg.out, max_episode_steps=steps,
-        cameras=cameras, policy_cameras=tuple(meta.cameras), video_cameras=video_cams, image_size=int(image_size),
-        video=cfg.video, video_stride=cfg.video_stride, end_on_success=cfg.end_on_success, post_success_steps=cfg.post_success_steps,
-        n_action_steps=cfg.n_action_steps, temporal_ensemble_coeff=cfg.temporal_ensemble_coeff,
-        instruction_split=cfg.instruction_split, num_envs=cfg.num_envs, sim_backend=cfg.sim_backend,
-        render_backend=cfg.render_backend, visual_quality=cfg.visual_quality, episode_timeout=cfg.episode_timeout,
+        policy_factory=policy_factory,
+        env_factory=env_factory,
+        out=cfg.out,
+        max_episode_steps=steps,
+        cameras=cameras,
+        policy_cameras=tuple(meta.cameras),
+        video_cameras=video_cams,
+        image_size=int(image_size),
+        video=cfg.video,
+        video_stride=cfg.video_stride,
+        end_on_success=cfg.end_on_success,
+        post_success_steps=cfg.post_success_steps,
+        n_action_steps=cfg.n_action_steps,
+        temporal_ensemble_coeff=cfg.temporal_ensemble_coeff,
+        instruction_split=cfg.instruction_split,
+        num_envs=cfg.num_envs,
+        sim_backend=cfg.sim_backend,
+        render_backend=cfg.render_backend,
+        visual_quality=cfg.visual_quality,
+        episode_timeout=cfg.episode_timeout,
     )
     outcome = {
-        "policy": cfg.policy, "max_episode_steps": steps, "cameras": list(cameras), "image_size": int(image_size),
-        "end_on_success": cfg.end_on_success, "post_success_steps": cfg.post_success_steps,
-        "n_action_steps": cfg.n_action_steps, "temporal_ensemble_coeff": cfg.temporal_ensemble_coeff,
-        "instruction_split": cfg.instruction_split, "num_envs": cfg.num_envs, "sim_backend": cfg.sim_backend,
-        "visual_quality": cfg.visual_quality, "video": cfg.video, "video_stride": cfg.video_stride, "video_cameras": list(video_cams), "tasks": list(tasks), "seeds": seeds,
-        _WEIGHTS_FIELD: dict(meta.extra or {}).get("sha256"),
+        "policy": cfg.policy,
+        "max_episode_steps": steps,
+        "cameras": list(cameras),
+        "image_size": int(image_size),
+        "end_on_success": cfg.end_on_success,
+        "post_success_steps": cfg.post_success_steps,
+        "n_action_steps": cfg.n_action_steps,
+        "temporal_ensemble_coeff": cfg.temporal_ensemble_coeff,
+        "instruction_split": cfg.instruction_split,
+        "num_envs": cfg.num_envs,
+        "sim_backend": cfg.sim_backend,
+        "visual_quality": cfg.visual_quality,
+        "video": cfg.video,
+        "video_stride": cfg.video_stride,
+        "video_cameras": list(video_cams),
+        "tasks": list(tasks),
+        "seeds": seeds,
+        _WEIGHTS_FIELD: meta.weights_digest,
     }
     return ResolvedRun({t: list(seeds) for t in tasks}, settings, outcome)
 
@@ -105,19 +150,23 @@ def check_before_run(meta: Any, run: ResolvedRun) -> None:
     """Raise ``PolicyMismatchError`` when the policy does not fit any task of the run (before any episode), or
     ValueError when ``num_envs > 1`` is asked for ManiSkill without CUDA. Warns when the policy was trained on
     frames of another visual quality (a domain shift: low-poly vs stock arm meshes)."""
-    trained = list(dict(meta.extra or {}).get("trained_visual_quality") or ())
+    trained = list(meta.trained_visual_quality)
     if trained and run.settings.visual_quality not in trained:
-        warnings.warn(f"{meta.name} was trained on frames rendered with visual_quality {trained}, but this run renders "
-                      f"{run.settings.visual_quality!r}: expect lower success (pass --visual-quality {trained[0]})",
-                      stacklevel=2)
+        warnings.warn(
+            f"{meta.name} was trained on frames rendered with visual_quality {trained}, but this run renders "
+            f"{run.settings.visual_quality!r}: expect lower success (pass --visual-quality {trained[0]})",
+            stacklevel=2,
+        )
     for task in run.seeds:
         check_compatible(meta, EnvMetadata(task=task, cameras=run.settings.cameras, image_size=run.settings.image_size))
     if run.settings.num_envs > 1 and getattr(run.settings.env_factory, "__module__", "") == "envs.wrapper":
         import torch
 
         if not torch.cuda.is_available():
-            raise ValueError(f"num_envs={run.settings.num_envs} needs ManiSkill's GPU simulator, but no CUDA device "
-                             f"is available; use --workers for CPU parallelism")
+            raise ValueError(
+                f"num_envs={run.settings.num_envs} needs ManiSkill's GPU simulator, but no CUDA device "
+                f"is available; use --workers for CPU parallelism"
+            )
 
 
 def prepare_out(cfg: BenchConfig, run: ResolvedRun) -> list[EpisodeRecord]:
@@ -187,12 +236,22 @@ def _throughput(new: list[EpisodeRecord], wall: float, workers: int, out: Path) 
         if old.exists():
             return json.loads(old.read_text()).get("throughput", {})
         return {"episodes_per_hour": None, "wall_s": 0.0, "workers": workers, "episodes": 0}
-    return {"episodes_per_hour": round(len(new) / wall * 3600.0, 2), "wall_s": round(wall, 3), "workers": workers,
-            "episodes": len(new)}
+    return {
+        "episodes_per_hour": round(len(new) / wall * 3600.0, 2),
+        "wall_s": round(wall, 3),
+        "workers": workers,
+        "episodes": len(new),
+    }
 
 
-def build_results(cfg: BenchConfig, run: ResolvedRun, meta: Any, records: list[EpisodeRecord],
-                  throughput: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+def build_results(
+    cfg: BenchConfig,
+    run: ResolvedRun,
+    meta: Any,
+    records: list[EpisodeRecord],
+    throughput: dict[str, Any],
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
     """The results.json dict (schema in ``harness.records``); only records of the run's (task, seed) keys count."""
     planned = {(t, s) for t, seeds in run.seeds.items() for s in seeds}
     records = [r for r in records if r.key in planned]
@@ -210,8 +269,9 @@ def build_results(cfg: BenchConfig, run: ResolvedRun, meta: Any, records: list[E
     }
 
 
-def run_bench(cfg: BenchConfig, env_factory: Callable[..., Any] | None = None,
-              policy_factory: Callable[[], Any] | None = None) -> int:
+def run_bench(
+    cfg: BenchConfig, env_factory: Callable[..., Any] | None = None, policy_factory: Callable[[], Any] | None = None
+) -> int:
     """Run ``vla bench``; returns the exit status (1 when ``--fail-under`` is not met, else 0).
 
     ``env_factory`` / ``policy_factory`` (picklable, module-level) replace ``envs.wrapper.make_env`` and
@@ -233,9 +293,15 @@ def run_bench(cfg: BenchConfig, env_factory: Callable[..., Any] | None = None,
     if cfg.workers > 1 or cfg.episode_timeout is not None:
         policy = None  # workers build their own; free this one (a VLA can be large)
     new, wall = _execute(cfg, run, policy, {r.key for r in done_records})
-    provenance = collect_provenance(cfg.policy, dict(meta.extra), cfg.sim_backend, cfg.render_backend)
-    results = build_results(cfg, run, meta, read_records(cfg.out / EPISODES_FILE).records,
-                            _throughput(new, wall, cfg.workers, cfg.out), provenance)
+    provenance = collect_provenance(meta, cfg.sim_backend, cfg.render_backend)
+    results = build_results(
+        cfg,
+        run,
+        meta,
+        read_records(cfg.out / EPISODES_FILE).records,
+        _throughput(new, wall, cfg.workers, cfg.out),
+        provenance,
+    )
     write_json_atomic(cfg.out / RESULTS_FILE, results)
     from harness.summary import print_summary
 

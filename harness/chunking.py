@@ -76,11 +76,6 @@ class ChunkExecutor:
         self.action_dim = int(action_dim)
         self.reset()
 
-    @property
-    def mode(self) -> str:
-        """"temporal_ensemble" or "open_loop"."""
-        return "open_loop" if self.temporal_ensemble_coeff is None else "temporal_ensemble"
-
     def reset(self) -> None:
         """Forget every chunk and zero the counters (call before each episode)."""
         self._queue: collections.deque[np.ndarray] = collections.deque()

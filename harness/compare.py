@@ -70,8 +70,16 @@ def paired_stats(task: str, pairs: list[tuple[bool, bool]]) -> PairedStats:
     c = sum(b_ and not a for a, b_ in pairs)
     rate_a = wins_a / n if n else None
     rate_b = wins_b / n if n else None
-    return PairedStats(task=task, n_pairs=n, success_rate_a=rate_a, success_rate_b=rate_b,
-                       difference=None if n == 0 else rate_b - rate_a, b=b, c=c, p_value=mcnemar_exact(b, c))
+    return PairedStats(
+        task=task,
+        n_pairs=n,
+        success_rate_a=rate_a,
+        success_rate_b=rate_b,
+        difference=None if n == 0 else rate_b - rate_a,
+        b=b,
+        c=c,
+        p_value=mcnemar_exact(b, c),
+    )
 
 
 def compare_runs(run_a: Run, run_b: Run, metric: str = "success_once") -> Comparison:
@@ -84,8 +92,10 @@ def compare_runs(run_a: Run, run_b: Run, metric: str = "success_once") -> Compar
         raise ValueError(f"metric must be one of {list(SUCCESS_METRICS)}, got {metric!r}")
     shared = sorted(run_a.episodes.keys() & run_b.episodes.keys())
     if not shared:
-        raise RunFolderError(f"runs {str(run_a.path)!r} and {str(run_b.path)!r} share no (task, seed) key: "
-                             f"A has tasks {run_a.tasks}, B has tasks {run_b.tasks}")
+        raise RunFolderError(
+            f"runs {str(run_a.path)!r} and {str(run_b.path)!r} share no (task, seed) key: "
+            f"A has tasks {run_a.tasks}, B has tasks {run_b.tasks}"
+        )
     by_task: dict[str, list[tuple[bool, bool]]] = {}
     excluded = []
     for key in shared:
@@ -98,20 +108,30 @@ def compare_runs(run_a: Run, run_b: Run, metric: str = "success_once") -> Compar
     per_task = [paired_stats(task, by_task[task]) for task in sorted(by_task)]
     overall = paired_stats("overall", [pair for task in sorted(by_task) for pair in by_task[task]])
     return Comparison(
-        run_a=run_a, run_b=run_b, metric=metric, per_task=per_task, overall=overall,
+        run_a=run_a,
+        run_b=run_b,
+        metric=metric,
+        per_task=per_task,
+        overall=overall,
         only_in_a=sorted(run_a.episodes.keys() - run_b.episodes.keys()),
-        only_in_b=sorted(run_b.episodes.keys() - run_a.episodes.keys()), excluded=excluded,
+        only_in_b=sorted(run_b.episodes.keys() - run_a.episodes.keys()),
+        excluded=excluded,
     )
 
 
 def _run_info(run: Run) -> dict[str, Any]:
-    return {"path": str(run.path), "policy": run.policy_name, "created_at": run.created_at,
-            "episodes": len(run.episodes)}
+    return {
+        "path": str(run.path),
+        "policy": run.policy_name,
+        "created_at": run.created_at,
+        "episodes": len(run.episodes),
+    }
 
 
 def comparison_to_dict(comp: Comparison) -> dict[str, Any]:
     """JSON-ready dict: schema_version, metric, run_a/run_b info, per_task {task: stats}, overall, only_in_a,
     only_in_b ([{task, seed}]) and excluded ([{task, seed, status_a, status_b}])."""
+
     def stats(s: PairedStats) -> dict[str, Any]:
         out = dataclasses.asdict(s)
         out.pop("task")
@@ -148,23 +168,35 @@ def print_comparison(comp: Comparison, console: Any | None = None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"{comp.metric}: A = {escape(comp.run_a.policy_name)} ({escape(str(comp.run_a.path))}), "
-                        f"B = {escape(comp.run_b.policy_name)} ({escape(str(comp.run_b.path))})",
-                  caption="b = A success & B failure, c = A failure & B success; p = exact two-sided McNemar")
+    table = Table(
+        title=f"{comp.metric}: A = {escape(comp.run_a.policy_name)} ({escape(str(comp.run_a.path))}), "
+        f"B = {escape(comp.run_b.policy_name)} ({escape(str(comp.run_b.path))})",
+        caption="b = A success & B failure, c = A failure & B success; p = exact two-sided McNemar",
+    )
     table.add_column("task", no_wrap=True, min_width=max(len(s.task) for s in [*comp.per_task, comp.overall]))
     for name in ("pairs", "A %", "B %", "B-A pp", "b", "c", "p"):
         table.add_column(name, justify="right", no_wrap=True)
     for s in [*comp.per_task, comp.overall]:
-        table.add_row(escape(s.task), str(s.n_pairs), _pct(s.success_rate_a), _pct(s.success_rate_b),
-                      _pct(s.difference, signed=True), str(s.b), str(s.c), f"{s.p_value:.4g}",
-                      style="bold" if s is comp.overall else None, end_section=s is comp.per_task[-1])
+        table.add_row(
+            escape(s.task),
+            str(s.n_pairs),
+            _pct(s.success_rate_a),
+            _pct(s.success_rate_b),
+            _pct(s.difference, signed=True),
+            str(s.b),
+            str(s.c),
+            f"{s.p_value:.4g}",
+            style="bold" if s is comp.overall else None,
+            end_section=s is comp.per_task[-1],
+        )
     console.print(table)
     for label, keys in (("only in A", comp.only_in_a), ("only in B", comp.only_in_b)):
         console.print(f"keys {label}: {len(keys)}" + (f" ({escape(_keys_line(keys))})" if keys else ""))
     excluded = [f"{t}/seed{s} (A {sa}, B {sb})" for (t, s), sa, sb in comp.excluded]
-    console.print(f"excluded (error/timeout in either run): {len(excluded)}"
-                  + (f" ({escape(', '.join(excluded[:8]))}{', ...' if len(excluded) > 8 else ''})" if excluded
-                     else ""))
+    console.print(
+        f"excluded (error/timeout in either run): {len(excluded)}"
+        + (f" ({escape(', '.join(excluded[:8]))}{', ...' if len(excluded) > 8 else ''})" if excluded else "")
+    )
 
 
 def run_compare(cfg: CompareConfig, console: Any | None = None) -> int:

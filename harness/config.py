@@ -1,20 +1,48 @@
 """Config of ``vla bench`` (light: no numpy/torch/ManiSkill import, so ``vla --help`` stays fast).
 
-Field docstrings are the ``--help`` text.
+Field docstrings are the ``--help`` text, one sentence each (tyro keeps their line breaks). Every episode starts
+with env.reset(seed=s); its identity is (task, seed). An episode ends at the task's max_episode_steps, or -- with
+--end-on-success (default) -- post_success_steps steps after its first success (success_at_end is then measured
+at that step). success_once = success at any step (the headline success rate), success_at_end = success at the
+last step. Episodes whose env or policy raised are status `error`, those over --episode-timeout `timeout` (the
+worker process is killed; setting it runs episodes in worker processes even with --workers 1): neither is a
+failure, both are excluded from success rates and reported separately. Temporal ensembling is ACT's (weights
+exp(-m i), oldest prediction first; ACT uses m = 0.01) and queries the policy every step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 from envs.config import parse_cameras
 from envs.specs import TASKS, get_task
-from harness.benchmark_specs import load_benchmark, parse_seeds
 from envs.visuals import VisualQuality, check_visual_quality
+from harness.benchmark_specs import load_benchmark, parse_seeds
 
 VideoMode = Literal["all", "failures", "none"]
+
+
+def _policy_help() -> str:
+    """--policy help, listing the registered kinds (``policies.base.policy_usages``)."""
+    from policies.base import policy_usages
+
+    return "Policy spec: " + " | ".join(policy_usages()) + "."
+
+
+def _tasks_help() -> str:
+    """--tasks help, listing the registered tasks (``envs.specs.TASKS``)."""
+    return f"Tasks ({', '.join(TASKS)}; comma- or space-separated, or all) when no --benchmark is given."
+
+
+def _benchmark_help() -> str:
+    """--benchmark help, listing the named specs of harness/specs/."""
+    from harness.benchmark_specs import available_benchmarks
+
+    return f"Named benchmark ({', '.join(available_benchmarks())}) or a spec YAML path; or give --tasks and --seeds."
 
 
 def parse_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
@@ -35,28 +63,17 @@ def parse_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
 
 @dataclasses.dataclass
 class BenchConfig:
-    """Roll a policy out on tasks x seeds and write OUT/episodes.jsonl, OUT/results.json and OUT/videos/.
+    """Roll a policy out on tasks x seeds and write OUT/episodes.jsonl, OUT/results.json and OUT/videos/."""
 
-    Every episode starts with env.reset(seed=s); its identity is (task, seed). An episode ends at the task's
-    max_episode_steps, or -- with --end-on-success (default) -- post_success_steps steps after its first success.
-    success_once = success at any step (the headline success rate), success_at_end = success at the last step.
-    Episodes whose env or policy raised are status `error`, those over --episode-timeout `timeout`: neither is
-    a failure, both are excluded from success rates and reported separately.
-    """
-
-    policy: str
-    """Policy spec: scripted | random | replay:DIR | checkpoint:PATH (any name registered in policies)."""
+    policy: Annotated[str, tyro.conf.arg(help=_policy_help())]
     out: Path
     """Output folder (episodes.jsonl, results.json, videos/)."""
-    benchmark: str | None = None
-    """Named benchmark spec (benchmarks/specs/NAME.yaml: smoke, dual-arm-v1); or give --tasks and --seeds."""
-    tasks: tuple[str, ...] = ()
-    """Tasks (comma- or space-separated, or `all`) when no --benchmark is given."""
+    benchmark: Annotated[str | None, tyro.conf.arg(help=_benchmark_help())] = None
+    tasks: Annotated[tuple[str, ...], tyro.conf.arg(help=_tasks_help())] = ()
     seeds: str | None = None
     """Seeds when no --benchmark is given: A:B (A <= seed < B), a,b,c, or one integer."""
     workers: int = 1
-    """Episodes run in this many separate processes, each with its own env and policy (results do not depend
-    on it)."""
+    """Processes running episodes, each with its own env and policy (results do not depend on it)."""
     resume: bool = False
     """Continue an interrupted run in OUT: finished (task, seed) episodes are kept and skipped."""
     retry_errors: bool = False
@@ -66,15 +83,13 @@ class BenchConfig:
     max_episode_steps: int | None = None
     """Override every task's episode length limit (control steps at 20 Hz)."""
     end_on_success: bool = True
-    """End an episode post_success_steps steps after its first success (saves time; success_at_end is then
-    measured at that step)."""
+    """End an episode post_success_steps steps after its first success (saves time)."""
     post_success_steps: int = 10
     """Steps run after the first success before ending the episode (with --end-on-success)."""
     n_action_steps: int | None = None
     """Actions executed open-loop per policy call (k of the chunk's H; default: the whole chunk)."""
     temporal_ensemble_coeff: float | None = None
-    """Enable ACT temporal ensembling with weights exp(-m * i), oldest prediction first (ACT uses 0.01);
-    queries the policy every step."""
+    """ACT temporal ensembling with coefficient m (ACT uses 0.01; queries the policy every step)."""
     video: VideoMode = "all"
     """Write one mp4 per episode: all, failures (failed and errored episodes only) or none."""
     video_cameras: tuple[str, ...] = ()
@@ -88,18 +103,19 @@ class BenchConfig:
     instruction_split: Literal["seen", "unseen"] = "seen"
     """Instruction templates: seen (training) or unseen (held-out paraphrases)."""
     episode_timeout: float | None = None
-    """Wall-clock limit per episode in seconds (a hung simulator or policy): the worker process is killed and
-    the episode recorded as `timeout`. Setting it runs episodes in worker processes even with --workers 1."""
+    """Wall-clock limit per episode in seconds; an episode over it is killed and recorded as `timeout`."""
     num_envs: int = 1
     """Sub-environments per process (> 1: ManiSkill GPU simulation with batched inference; needs CUDA)."""
-    sim_backend: str = "auto"
-    """ManiSkill simulation backend (auto, physx_cpu, physx_cuda)."""
-    render_backend: str = "gpu"
+    sim_backend: Literal["auto", "physx_cpu", "physx_cuda"] = "auto"
+    """ManiSkill simulation backend."""
+    render_backend: Literal["gpu", "cpu", "sapien_cuda", "none"] = "gpu"
     """ManiSkill render backend (gpu falls back to the CPU rasterizer, lavapipe, without CUDA)."""
     env_factory: str | None = None
     """Advanced: `module:function` building the env, with make_env's signature (default envs.wrapper.make_env)."""
     progress: bool = True
     """Show a progress bar."""
+    config: Path | None = None
+    """YAML file of these flags; flags given on the command line override it."""
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -121,12 +137,13 @@ class BenchConfig:
             "video_stride": (self.video_stride >= 1, ">= 1"),
             "max_episode_steps": (self.max_episode_steps is None or self.max_episode_steps >= 1, ">= 1"),
             "n_action_steps": (self.n_action_steps is None or self.n_action_steps >= 1, ">= 1"),
-            "temporal_ensemble_coeff": (self.temporal_ensemble_coeff is None or self.temporal_ensemble_coeff >= 0,
-                                        ">= 0"),
+            "temporal_ensemble_coeff": (
+                self.temporal_ensemble_coeff is None or self.temporal_ensemble_coeff >= 0,
+                ">= 0",
+            ),
             "image_size": (self.image_size is None or 16 <= self.image_size <= 1024, "in [16, 1024]"),
             "episode_timeout": (self.episode_timeout is None or self.episode_timeout > 0, "> 0 seconds"),
-            "fail_under": (self.fail_under is None or 0.0 <= self.fail_under <= 1.0,
-                           "a fraction in [0, 1], e.g. 0.95"),
+            "fail_under": (self.fail_under is None or 0.0 <= self.fail_under <= 1.0, "a fraction in [0, 1], e.g. 0.95"),
         }
         for name, (ok, expected) in checks.items():
             if not ok:

@@ -19,19 +19,21 @@ from harness.runner import EpisodeRunner, WorkItem
 from harness.workers import run_pool
 
 
-def plan_items(seeds_by_task: Mapping[str, Sequence[int]], num_envs: int = 1,
-               done: Iterable[tuple[str, int]] = ()) -> list[WorkItem]:
+def plan_items(
+    seeds_by_task: Mapping[str, Sequence[int]], num_envs: int = 1, done: Iterable[tuple[str, int]] = ()
+) -> list[WorkItem]:
     """Split the episodes not in ``done`` into work items of at most ``num_envs`` seeds of one task."""
     done = set(done)
     items: list[WorkItem] = []
     for task, seeds in seeds_by_task.items():
         todo = [int(s) for s in seeds if (task, int(s)) not in done]
-        items += [(task, tuple(todo[i:i + num_envs])) for i in range(0, len(todo), num_envs)]
+        items += [(task, tuple(todo[i : i + num_envs])) for i in range(0, len(todo), num_envs)]
     return items
 
 
-def run_inprocess(settings: RunSettings, items: Sequence[WorkItem], write: Callable[[EpisodeRecord], Any],
-                  policy: Any = None) -> None:
+def run_inprocess(
+    settings: RunSettings, items: Sequence[WorkItem], write: Callable[[EpisodeRecord], Any], policy: Any = None
+) -> None:
     """Run ``items`` here, one after another, passing each finished record to ``write``."""
     runner = EpisodeRunner(settings, worker=0, policy=policy)
     try:
@@ -45,8 +47,13 @@ def run_inprocess(settings: RunSettings, items: Sequence[WorkItem], write: Calla
         runner.close()
 
 
-def run_items(settings: RunSettings, items: Sequence[WorkItem], write: Callable[[EpisodeRecord], Any], workers: int = 1,
-              policy: Any = None) -> None:
+def run_items(
+    settings: RunSettings,
+    items: Sequence[WorkItem],
+    write: Callable[[EpisodeRecord], Any],
+    workers: int = 1,
+    policy: Any = None,
+) -> None:
     """Run every item, in this process (``workers == 1`` and no episode timeout) or in worker processes.
 
     ``policy`` (optional) is reused in-process; worker processes always build their own.

@@ -67,9 +67,18 @@ def make_card(run: Run, episode: EpisodeRecord, html_dir: Path, side: str = "") 
     src, note = video_source(run, episode, html_dir)
     suffix = Path(episode.video or "").suffix.lower()
     video_type = VIDEO_TYPES.get(suffix) or mimetypes.guess_type(f"x{suffix}")[0] or "video/mp4"
-    return Card(task=episode.task, seed=episode.seed, instruction=episode.instruction,
-                outcome=episode.outcome(), episode_len=episode.episode_len, error=episode.error,
-                video_src=src, video_type=video_type, video_note=note, side=side)
+    return Card(
+        task=episode.task,
+        seed=episode.seed,
+        instruction=episode.instruction,
+        outcome=episode.outcome(),
+        episode_len=episode.episode_len,
+        error=episode.error,
+        video_src=src,
+        video_type=video_type,
+        video_note=note,
+        side=side,
+    )
 
 
 def _run_context(run: Run, html_dir: Path, side: str = "") -> dict[str, Any]:
@@ -80,16 +89,29 @@ def _run_context(run: Run, html_dir: Path, side: str = "") -> dict[str, Any]:
         notes.append("no results.json: the table is computed from episodes.jsonl")
     if run.torn_line is not None:
         notes.append(f"episodes.jsonl ends with a torn line {run.torn_line} (an interrupted run); it was ignored")
-    return {"side": side, "policy": run.policy_name, "created_at": run.created_at, "path": str(run.path),
-            "folder": Path(os.path.abspath(run.path)).name, "rows": rows, "overall": overall, "notes": notes,
-            "n_records": len(run.episodes)}
+    return {
+        "side": side,
+        "policy": run.policy_name,
+        "created_at": run.created_at,
+        "path": str(run.path),
+        "folder": Path(os.path.abspath(run.path)).name,
+        "rows": rows,
+        "overall": overall,
+        "notes": notes,
+        "n_records": len(run.episodes),
+    }
 
 
 def _environment() -> Any:
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("harness", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters.update(pct=_fmt_pct, ci=_fmt_ci, steps=_fmt_steps, isodate=_fmt_date)
     return env
 
@@ -127,8 +149,11 @@ def build_gallery(run_dir: str | Path, out: str | Path | None = None) -> Path:
     path = _default_path(run.path, "index.html", None if out is None else Path(out))
     html_dir = path.parent
     cards = [make_card(run, e, html_dir) for e in sorted(run.episodes.values(), key=lambda e: e.key)]
-    html = _environment().get_template("gallery.html.j2").render(
-        run=_run_context(run, html_dir), cards=cards, tasks=run.tasks, outcomes=OUTCOMES, compare=False)
+    html = (
+        _environment()
+        .get_template("gallery.html.j2")
+        .render(run=_run_context(run, html_dir), cards=cards, tasks=run.tasks, outcomes=OUTCOMES, compare=False)
+    )
     write_text_atomic(path, html)
     return path
 
@@ -154,10 +179,21 @@ def build_comparison_gallery(run_a_dir: str | Path, run_b_dir: str | Path, out: 
     only_a = [make_card(run_a, run_a.episodes[k], html_dir, "A") for k in sorted(run_a.episodes.keys() - set(shared))]
     only_b = [make_card(run_b, run_b.episodes[k], html_dir, "B") for k in sorted(run_b.episodes.keys() - set(shared))]
     comparison = compare_runs(run_a, run_b) if shared else None
-    html = _environment().get_template("compare.html.j2").render(
-        run_a=_run_context(run_a, html_dir, "A"), run_b=_run_context(run_b, html_dir, "B"), pairs=pairs,
-        only_a=only_a, only_b=only_b, comparison=comparison, tasks=sorted(set(run_a.tasks) | set(run_b.tasks)),
-        outcomes=OUTCOMES, compare=True)
+    html = (
+        _environment()
+        .get_template("compare.html.j2")
+        .render(
+            run_a=_run_context(run_a, html_dir, "A"),
+            run_b=_run_context(run_b, html_dir, "B"),
+            pairs=pairs,
+            only_a=only_a,
+            only_b=only_b,
+            comparison=comparison,
+            tasks=sorted(set(run_a.tasks) | set(run_b.tasks)),
+            outcomes=OUTCOMES,
+            compare=True,
+        )
+    )
     write_text_atomic(path, html)
     return path
 
@@ -179,5 +215,4 @@ def run_gallery(cfg: GalleryConfig) -> int:
     return 0
 
 
-__all__ = ["Card", "build_comparison_gallery", "build_gallery", "make_card", "run_gallery",
-           "video_source"]
+__all__ = ["Card", "build_comparison_gallery", "build_gallery", "make_card", "run_gallery", "video_source"]

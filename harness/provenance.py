@@ -5,7 +5,6 @@ Everything here is best effort and never fails a run: a missing tool is recorded
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -15,13 +14,25 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("vla-harness", "torch", "numpy", "mani-skill", "sapien", "gymnasium", "transformers", "peft",
-            "accelerate", "safetensors", "imageio", "imageio-ffmpeg", "opencv-python")
+PACKAGES = (
+    "vla-harness",
+    "torch",
+    "numpy",
+    "mani-skill",
+    "sapien",
+    "gymnasium",
+    "transformers",
+    "peft",
+    "accelerate",
+    "safetensors",
+    "imageio",
+    "imageio-ffmpeg",
+    "opencv-python",
+)
 _VULKAN_KEYS = ("deviceName", "deviceType", "driverName", "driverInfo", "apiVersion")
 
 
@@ -77,38 +88,15 @@ def compute_device() -> str:
     return "cpu"
 
 
-def directory_sha256(path: Path) -> str:
-    """SHA-256 over every file under ``path`` (sorted relative path, NUL, file SHA-256, newline); a file's own
-    digest when ``path`` is a file. Reads every byte (large checkpoints take a while)."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    outer = hashlib.sha256()
-    for f in files:
-        inner = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                inner.update(block)
-        if path.is_file():
-            return inner.hexdigest()
-        outer.update(f"{f.relative_to(path).as_posix()}\0{inner.hexdigest()}\n".encode())
-    return outer.hexdigest()
-
-
-def checkpoint_info(policy_spec: str, extra: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``{"path", "sha256"}`` for ``checkpoint:PATH`` policies (the policy's own ``extra["sha256"]`` when it
-    reports one, else :func:`directory_sha256`); None for other policies."""
-    name, _, arg = policy_spec.partition(":")
-    if name != "checkpoint" or not arg:
+def checkpoint_info(meta: Any) -> dict[str, Any] | None:
+    """``{"path", "sha256"}`` of a policy with weights (its ``PolicyMetadata.checkpoint_path`` /
+    ``weights_digest``); None for policies without weights."""
+    if meta.checkpoint_path is None and meta.weights_digest is None:
         return None
-    path = Path(str(extra.get("checkpoint_path", arg)))
-    sha = extra.get("sha256") or extra.get("checkpoint_sha256")
-    if sha is None and path.exists():
-        sha = directory_sha256(path)
-    return {"path": str(path.resolve()) if path.exists() else str(path), "sha256": sha}
+    return {"path": meta.checkpoint_path, "sha256": meta.weights_digest}
 
 
-def collect_provenance(policy_spec: str, policy_extra: Mapping[str, Any], sim_backend: str, render_backend: str,
-                       probe_vulkan: bool = True) -> dict[str, Any]:
+def collect_provenance(meta: Any, sim_backend: str, render_backend: str, probe_vulkan: bool = True) -> dict[str, Any]:
     """The ``provenance`` block of results.json (keys: git_sha, git_dirty, packages, vulkan, render_backend,
     sim_backend, device, checkpoint, python, hostname, command)."""
     return {
@@ -118,7 +106,7 @@ def collect_provenance(policy_spec: str, policy_extra: Mapping[str, Any], sim_ba
         "render_backend": render_backend,
         "sim_backend": sim_backend,
         "device": compute_device(),
-        "checkpoint": checkpoint_info(policy_spec, policy_extra),
+        "checkpoint": checkpoint_info(meta),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": socket.gethostname(),

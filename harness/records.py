@@ -126,15 +126,19 @@ class EpisodeRecord:
             raise RecordsError(f"{where}: key 'episode_len' must be >= 0, got {length}")
         timing = _expect(obj, "timing_ms", (dict,), where, required=False) or {}
         return cls(
-            task=_expect(obj, "task", (str,), where), seed=_expect(obj, "seed", (int,), where), status=status,
+            task=_expect(obj, "task", (str,), where),
+            seed=_expect(obj, "seed", (int,), where),
+            status=status,
             success_once=_expect(obj, "success_once", (bool,), where, required=ok),
-            success_at_end=_expect(obj, "success_at_end", (bool,), where, required=ok), episode_len=length,
+            success_at_end=_expect(obj, "success_at_end", (bool,), where, required=ok),
+            episode_len=length,
             policy_calls=_expect(obj, "policy_calls", (int,), where, required=False) or 0,
             instruction=_expect(obj, "instruction", (str,), where, required=False) or "",
             error=_expect(obj, "error", (str,), where, required=False),
             video=_expect(obj, "video", (str,), where, required=False),
             video_error=_expect(obj, "video_error", (str,), where, required=False),
-            timing_ms=timing, wall_s=float(_expect(obj, "wall_s", (int, float), where, required=False) or 0.0),
+            timing_ms=timing,
+            wall_s=float(_expect(obj, "wall_s", (int, float), where, required=False) or 0.0),
             worker=_expect(obj, "worker", (int,), where, required=False) or 0,
             finished_at=_expect(obj, "finished_at", (str,), where, required=False) or "",
             schema_version=int(obj.get("schema_version", SCHEMA_VERSION)),
@@ -158,8 +162,10 @@ def check_schema_version(obj: Mapping[str, Any], where: str) -> None:
     """Raise RecordsError when obj's schema_version (default 1) is not one this reader knows."""
     version = obj.get("schema_version", 1)
     if version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise RecordsError(f"{where}: schema_version {version!r} is not supported (this reader knows "
-                           f"{list(SUPPORTED_SCHEMA_VERSIONS)})")
+        raise RecordsError(
+            f"{where}: schema_version {version!r} is not supported (this reader knows "
+            f"{list(SUPPORTED_SCHEMA_VERSIONS)})"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +220,8 @@ def read_records(path: str | os.PathLike) -> RecordsFile:
         if record.key in lines:
             raise RecordsError(
                 f"{where}: episode (task={record.task!r}, seed={record.seed}) was already recorded at line "
-                f"{lines[record.key]} (two runs wrote this folder at once?); delete one of the two lines")
+                f"{lines[record.key]} (two runs wrote this folder at once?); delete one of the two lines"
+            )
         lines[record.key] = index + 1
         records.append(record)
     return RecordsFile(records, lines, None if torn is None else torn + 1)
@@ -276,9 +283,14 @@ def rate_block(records: Sequence[EpisodeRecord], metric: str = "success_once") -
     k = sum(bool(r.succeeded(metric)) for r in ok)
     k_end = sum(bool(r.success_at_end) for r in ok)
     return {
-        "episodes": n, "successes": k, "success_rate": k / n if n else None, "ci95": list(wilson_interval(k, n)),
-        "success_at_end_rate": k_end / n if n else None, "ci95_at_end": list(wilson_interval(k_end, n)),
-        "errors": sum(r.status == "error" for r in records), "timeouts": sum(r.status == "timeout" for r in records),
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else None,
+        "ci95": list(wilson_interval(k, n)),
+        "success_at_end_rate": k_end / n if n else None,
+        "ci95_at_end": list(wilson_interval(k_end, n)),
+        "errors": sum(r.status == "error" for r in records),
+        "timeouts": sum(r.status == "timeout" for r in records),
         "mean_episode_len": (sum(r.episode_len for r in ok) / n) if n else None,
     }
 

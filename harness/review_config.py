@@ -1,7 +1,11 @@
 """Config dataclasses of ``vla gallery`` and ``vla compare`` (reading finished run folders).
 
 Light on purpose (no jinja2, numpy or torch import) so ``vla --help`` stays fast. Field docstrings are the
-``--help`` text.
+``--help`` text. The gallery page has a per-task success table (Wilson 95 % intervals) and a video grid
+filterable by task and outcome; with two runs the same (task, seed) of run A and run B sit side by side and
+unpaired episodes are marked. Video links are relative to the page, so the folder can be copied or served
+(file:// and http both work). The comparison pairs the (task, seed) keys both runs ran with status ok: per-task
+and overall success rates, difference B - A, discordant counts and the exact two-sided McNemar test.
 """
 
 from __future__ import annotations
@@ -18,12 +22,7 @@ SuccessMetric = Literal["success_once", "success_at_end"]
 
 @dataclasses.dataclass
 class GalleryConfig:
-    """Write a static HTML review page of one run (OUT/index.html) or of two runs side by side (OUT/compare.html).
-
-    The page has a per-task success table (Wilson 95 % intervals) and a video grid filterable by task and outcome;
-    with two runs the same (task, seed) of run A and run B sit side by side and unpaired episodes are marked.
-    Video links are relative to the page, so the folder can be copied or served (file:// and http both work).
-    """
+    """Write a static HTML review page of one run (OUT/index.html) or of two runs side by side (OUT/compare.html)."""
 
     run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")]
     """Run folder written by `vla bench` (episodes.jsonl, optional results.json, videos/)."""
@@ -42,8 +41,7 @@ class GalleryConfig:
 
 @dataclasses.dataclass
 class CompareConfig:
-    """Paired comparison of two runs on the (task, seed) keys both ran with status ok: per-task and overall
-    success rates, difference B - A, discordant counts and the exact two-sided McNemar test."""
+    """Paired comparison of two runs on shared (task, seed) keys: per-task difference and exact McNemar test."""
 
     run_a: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUT1")]
     """Run folder A (the baseline; differences are B - A)."""

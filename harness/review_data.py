@@ -21,8 +21,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from harness.records import (EPISODES_FILE, RESULTS_FILE, EpisodeRecord, Key, RecordsError, check_schema_version,
-                             rate_block, read_records)
+from harness.records import (
+    EPISODES_FILE,
+    RESULTS_FILE,
+    EpisodeRecord,
+    Key,
+    RecordsError,
+    check_schema_version,
+    rate_block,
+    read_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +131,16 @@ def _read_results(file: Path) -> dict[str, Any] | None:
 def summarize_episodes(task: str, episodes: list[EpisodeRecord], metric: str = "success_once") -> TaskSummary:
     """One table row of ``episodes`` (any statuses), success by ``metric``."""
     block = rate_block(episodes, metric)
-    return TaskSummary(task=task, episodes=block["episodes"], successes=block["successes"],
-                       success_rate=block["success_rate"], ci95=tuple(block["ci95"]) if block["episodes"] else None,
-                       errors=block["errors"], timeouts=block["timeouts"], mean_episode_len=block["mean_episode_len"])
+    return TaskSummary(
+        task=task,
+        episodes=block["episodes"],
+        successes=block["successes"],
+        success_rate=block["success_rate"],
+        ci95=tuple(block["ci95"]) if block["episodes"] else None,
+        errors=block["errors"],
+        timeouts=block["timeouts"],
+        mean_episode_len=block["mean_episode_len"],
+    )
 
 
 def summarize(run: Run, metric: str = "success_once") -> tuple[list[TaskSummary], TaskSummary]:
@@ -154,8 +169,10 @@ def results_mismatches(run: Run, rows: list[TaskSummary]) -> list[str]:
             continue
         for field in ("episodes", "successes", "errors", "timeouts"):
             if field in stored and stored[field] != getattr(row, field):
-                problems.append(f"task {row.task!r}: results.json {field} = {stored[field]!r}, "
-                                f"episodes.jsonl gives {getattr(row, field)}")
+                problems.append(
+                    f"task {row.task!r}: results.json {field} = {stored[field]!r}, "
+                    f"episodes.jsonl gives {getattr(row, field)}"
+                )
     extra = sorted(set(per_task) - {row.task for row in rows})
     problems += [f"results.json lists task {task!r} that has no record in episodes.jsonl" for task in extra]
     return problems

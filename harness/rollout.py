@@ -146,8 +146,7 @@ def _step_all(env, policy, executor, eps: list[_Episode], settings: RunSettings,
     privileged = bool(policy.metadata.uses_privileged_state)
     for t in range(1, max_steps + 1):
         rendered_before = _render_s(env)
-        current = obs
-        action = executor.act(policy, lambda: policy_observation(current, settings.policy_cameras, privileged))
+        action = executor.act(policy, lambda o=obs: policy_observation(o, settings.policy_cameras, privileged))
         inference_s = executor.last_inference_s
         t0 = time.perf_counter()
         obs, _, _, truncated, info = env.step(action)
@@ -164,7 +163,8 @@ def _step_all(env, policy, executor, eps: list[_Episode], settings: RunSettings,
             if ep.success_at_end and ep.first_success is None:
                 ep.first_success = t
             done_after_success = (
-                settings.end_on_success and ep.first_success is not None
+                settings.end_on_success
+                and ep.first_success is not None
                 and t >= ep.first_success + settings.post_success_steps
             )
             if done_after_success or t >= max_steps or bool(np.asarray(truncated).reshape(-1)[i]):
@@ -180,8 +180,9 @@ def _step_all(env, policy, executor, eps: list[_Episode], settings: RunSettings,
             return
 
 
-def rollout(env: Any, policy: Any, executor: Any, task: str, seeds: Sequence[int], settings: RunSettings,
-            worker: int = 0) -> list[EpisodeResult]:
+def rollout(
+    env: Any, policy: Any, executor: Any, task: str, seeds: Sequence[int], settings: RunSettings, worker: int = 0
+) -> list[EpisodeResult]:
     """Run the episodes of ``seeds`` (len(seeds) <= env.num_envs; spare sub-envs run a copy of the last seed and
     are ignored) and return one :class:`EpisodeResult` per seed, in order.
 
@@ -226,10 +227,18 @@ def rollout(env: Any, policy: Any, executor: Any, task: str, seeds: Sequence[int
 def _result(ep: _Episode, task: str, wall_s: float, worker: int) -> EpisodeResult:
     ok = ep.status == "ok"
     record = EpisodeRecord(
-        task=task, seed=ep.seed, status=ep.status,  # type: ignore[arg-type]
-        success_once=(ep.first_success is not None) if ok else None, success_at_end=ep.success_at_end if ok else None,
-        episode_len=ep.length, policy_calls=ep.calls, instruction=ep.instruction, error=ep.error,
-        timing_ms={k: timing_summary(v) for k, v in ep.timings.items()}, wall_s=round(wall_s, 4), worker=int(worker),
+        task=task,
+        seed=ep.seed,
+        status=ep.status,  # type: ignore[arg-type]
+        success_once=(ep.first_success is not None) if ok else None,
+        success_at_end=ep.success_at_end if ok else None,
+        episode_len=ep.length,
+        policy_calls=ep.calls,
+        instruction=ep.instruction,
+        error=ep.error,
+        timing_ms={k: timing_summary(v) for k, v in ep.timings.items()},
+        wall_s=round(wall_s, 4),
+        worker=int(worker),
     )
     return EpisodeResult(record, ep.frames)
 

@@ -41,7 +41,9 @@ def _close_quietly(env: Any) -> None:
     try:
         env.close()
     except Exception as err:  # a broken env may fail to close; the run must go on (reported, not hidden)
-        warnings.warn(f"closing env of task {getattr(env, 'task', '?')} failed: {type(err).__name__}: {err}")
+        warnings.warn(
+            f"closing env of task {getattr(env, 'task', '?')} failed: {type(err).__name__}: {err}", stacklevel=2
+        )
 
 
 class EpisodeRunner:
@@ -58,8 +60,9 @@ class EpisodeRunner:
         self.worker = worker
         self.policy = policy if policy is not None else settings.policy_factory()
         meta = self.policy.metadata
-        self.executor = ChunkExecutor(meta.chunk_size, settings.n_action_steps, settings.temporal_ensemble_coeff,
-                                      meta.action_dim)
+        self.executor = ChunkExecutor(
+            meta.chunk_size, settings.n_action_steps, settings.temporal_ensemble_coeff, meta.action_dim
+        )
         self.envs: dict[str, Any] = {}
         self.video = VideoWriter(settings.out / "videos") if settings.video != "none" else None
         self._pending: list[tuple[EpisodeRecord, concurrent.futures.Future | None]] = []
@@ -69,9 +72,15 @@ class EpisodeRunner:
         if task not in self.envs:
             s = self.settings
             env = s.env_factory(
-                task, cameras=s.cameras, image_size=s.image_size, num_envs=s.num_envs,
-                instruction_split=s.instruction_split, max_episode_steps=s.max_episode_steps[task],
-                sim_backend=s.sim_backend, render_backend=s.render_backend, visual_quality=s.visual_quality,
+                task,
+                cameras=s.cameras,
+                image_size=s.image_size,
+                num_envs=s.num_envs,
+                instruction_split=s.instruction_split,
+                max_episode_steps=s.max_episode_steps[task],
+                sim_backend=s.sim_backend,
+                render_backend=s.render_backend,
+                visual_quality=s.visual_quality,
             )
             try:
                 check_compatible(self.policy.metadata, env_metadata(env))
@@ -108,7 +117,7 @@ class EpisodeRunner:
             err = future.exception() if future is not None else None
             if err is not None:
                 reason = f"{type(err).__name__}: {err}"
-                warnings.warn(f"video of {record.task} seed {record.seed} failed: {reason}")
+                warnings.warn(f"video of {record.task} seed {record.seed} failed: {reason}", stacklevel=2)
                 record = dataclasses.replace(record, video=None, video_error=reason)
             ready.append(record)
         self._pending = []
@@ -125,5 +134,3 @@ class EpisodeRunner:
         for env in self.envs.values():
             _close_quietly(env)
         self.envs.clear()
-
-

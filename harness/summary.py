@@ -22,16 +22,28 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
     for name, b in rows:
         lo, hi = b["ci95"]
         mean_len = "n/a" if b["mean_episode_len"] is None else f"{b['mean_episode_len']:.1f}"
-        table.add_row(name, str(b["episodes"]), _pct(b["success_rate"]), f"[{_pct(lo)}, {_pct(hi)}]",
-                      _pct(b["success_at_end_rate"]), str(b["errors"]), str(b["timeouts"]), mean_len)
+        table.add_row(
+            name,
+            str(b["episodes"]),
+            _pct(b["success_rate"]),
+            f"[{_pct(lo)}, {_pct(hi)}]",
+            _pct(b["success_at_end_rate"]),
+            str(b["errors"]),
+            str(b["timeouts"]),
+            mean_len,
+        )
     console = Console(stderr=False)
     console.print(table)
     tp = results.get("throughput") or {}
     if tp.get("episodes_per_hour") is not None:
-        console.print(f"throughput: {tp['episodes_per_hour']:.1f} episodes/hour ({tp.get('episodes')} episodes in "
-                      f"{tp.get('wall_s')} s, {tp.get('workers')} worker(s))")
+        console.print(
+            f"throughput: {tp['episodes_per_hour']:.1f} episodes/hour ({tp.get('episodes')} episodes in "
+            f"{tp.get('wall_s')} s, {tp.get('workers')} worker(s))"
+        )
     bad = results["overall"]["errors"] + results["overall"]["timeouts"]
     if bad:
-        console.print(f"[bold red]{bad} episode(s) ended in error/timeout[/] (not counted as failures; see "
-                      f"{Path(out) / 'episodes.jsonl'})")
+        console.print(
+            f"[bold red]{bad} episode(s) ended in error/timeout[/] (not counted as failures; see "
+            f"{Path(out) / 'episodes.jsonl'})"
+        )
     console.print(f"results: {Path(out) / 'results.json'}")

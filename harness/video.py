@@ -121,24 +121,54 @@ class EpisodeFrames:
         self.success.append(bool(success))
 
 
+class VideoError(RuntimeError):
+    """An episode video could not be written (encoder failure, disk full); nothing was left in videos/."""
+
+
 def encode_episode(frames: EpisodeFrames, path: Path, error: bool = False) -> Path:
-    """Encode ``frames`` to ``path`` (H.264 mp4) through a ``.partial`` file; returns ``path``."""
+    """Encode ``frames`` to ``path`` (H.264 mp4) through a ``.partial`` file, check that the result decodes to
+    every frame, then rename it into place; returns ``path``.
+
+    Raises:
+        VideoError: ffmpeg failed or wrote a file that does not decode to every frame (e.g. no space left on the
+            device: ffmpeg itself does not fail then); the partial file is removed.
+    """
     import imageio.v2 as imageio
+    import imageio_ffmpeg
 
     path = Path(path)
     partial = path.parent / PARTIAL_DIR / path.name
     partial.parent.mkdir(parents=True, exist_ok=True)
-    writer = imageio.get_writer(
-        partial, format="FFMPEG", fps=FPS / max(1, frames.stride), codec="libx264", pixelformat="yuv420p", macro_block_size=1,
-        ffmpeg_log_level="error", ffmpeg_params=["-preset", "veryfast", "-threads", "1", "-movflags", "+faststart"],
-    )
     try:
-        last = len(frames.frames) - 1
-        for i, (tiled, step, ok) in enumerate(zip(frames.frames, frames.steps, frames.success)):
-            writer.append_data(compose_frame(tiled, frames.info, step, ok, error=error and i == last))
-    finally:
-        writer.close()
-    os.replace(partial, path)
+        writer = imageio.get_writer(
+            partial,
+            format="FFMPEG",
+            fps=FPS / max(1, frames.stride),
+            codec="libx264",
+            pixelformat="yuv420p",
+            macro_block_size=1,
+            ffmpeg_log_level="error",
+            ffmpeg_params=["-preset", "veryfast", "-threads", "1", "-movflags", "+faststart"],
+        )
+        try:
+            last = len(frames.frames) - 1
+            for i, (tiled, step, ok) in enumerate(zip(frames.frames, frames.steps, frames.success)):
+                writer.append_data(compose_frame(tiled, frames.info, step, ok, error=error and i == last))
+        finally:
+            writer.close()
+        decoded, _ = imageio_ffmpeg.count_frames_and_secs(str(partial))
+        if decoded != len(frames.frames):
+            raise VideoError(
+                f"{path.name}: the encoded file decodes to {decoded} of {len(frames.frames)} frames "
+                f"({partial.stat().st_size} bytes; disk full?)"
+            )
+        os.replace(partial, path)
+    except VideoError:
+        partial.unlink(missing_ok=True)
+        raise
+    except (OSError, RuntimeError, ValueError) as err:
+        partial.unlink(missing_ok=True)
+        raise VideoError(f"{path.name}: encoding failed ({type(err).__name__}: {err})") from err
     return path
 
 

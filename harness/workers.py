@@ -119,8 +119,12 @@ class _Pool:
     def start(self, wid: int) -> None:
         inbox = self.ctx.Queue()
         threads = threads_per_worker(self.max_workers)
-        proc = self.ctx.Process(target=_worker_main, args=(wid, self.settings, inbox, self.outbox, threads),
-                                daemon=True, name=f"vla-bench-worker-{wid}")
+        proc = self.ctx.Process(
+            target=_worker_main,
+            args=(wid, self.settings, inbox, self.outbox, threads),
+            daemon=True,
+            name=f"vla-bench-worker-{wid}",
+        )
         proc.start()
         self.workers[wid] = _Worker(wid, proc, inbox)
 
@@ -152,8 +156,10 @@ class _Pool:
         if not w.ready:
             self.setup_deaths += 1
             if self.setup_deaths > MAX_SETUP_DEATHS:
-                raise RuntimeError(f"bench worker processes died {self.setup_deaths} times while starting (last exit "
-                                   f"code {w.proc.exitcode}); see the log above")
+                raise RuntimeError(
+                    f"bench worker processes died {self.setup_deaths} times while starting (last exit "
+                    f"code {w.proc.exitcode}); see the log above"
+                )
         pending = set(w.unrecorded.values())
         culprit = w.running if w.running is not None else w.dispatched
         if culprit is not None:
@@ -187,7 +193,9 @@ class _Pool:
             self.dispatch(w)
         elif kind == "begin":
             w.running = msg[2]
-            w.deadline = None if self.settings.episode_timeout is None else time.monotonic() + self.settings.episode_timeout
+            w.deadline = (
+                None if self.settings.episode_timeout is None else time.monotonic() + self.settings.episode_timeout
+            )
         elif kind == "record":
             rec = msg[2]
             w.unrecorded.pop(rec.key, None)
@@ -212,13 +220,18 @@ class _Pool:
         for w in list(self.workers.values()):
             if w.deadline is not None and now > w.deadline:
                 w.proc.kill()
-                self.lose(w, "timeout", f"episode exceeded --episode-timeout {self.settings.episode_timeout} s; "
-                                        f"worker {w.wid} was killed and replaced")
+                self.lose(
+                    w,
+                    "timeout",
+                    f"episode exceeded --episode-timeout {self.settings.episode_timeout} s; "
+                    f"worker {w.wid} was killed and replaced",
+                )
             elif not w.proc.is_alive():
                 self.drain()  # messages it sent before dying
                 if w.wid in self.workers:
-                    self.lose(w, "error", f"worker process {w.wid} died (exit code {w.proc.exitcode}) during "
-                                          f"this episode")
+                    self.lose(
+                        w, "error", f"worker process {w.wid} died (exit code {w.proc.exitcode}) during this episode"
+                    )
 
     def run(self) -> None:
         try:

@@ -13,12 +13,12 @@ Chunk execution (open loop, temporal ensembling) is the harness's job, not the p
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from common.names import unknown_name_error
 from envs.layout import ACTION_DIM, ACTION_LAYOUT, CAMERAS, CONTROL_MODE
 
 
@@ -46,16 +46,6 @@ class Observation:
         """B, the number of parallel environments this observation covers."""
         return int(self.proprio.shape[0])
 
-    @classmethod
-    def from_env(cls, obs: Mapping[str, Any]) -> "Observation":
-        """Build from an env wrapper's observation dict (keys images, proprio, instruction, privileged)."""
-        return cls(
-            images=obs["images"],
-            proprio=obs["proprio"],
-            instruction=list(obs["instruction"]),
-            privileged=obs.get("privileged", {}),
-        )
-
 
 @dataclasses.dataclass(frozen=True)
 class PolicyMetadata:
@@ -72,7 +62,14 @@ class PolicyMetadata:
             renders at this size when the harness is not told otherwise.
         uses_privileged_state: True only for the scripted expert.
         tasks: tasks the policy was trained on; empty means any task.
-        extra: anything else worth recording (checkpoint path and hash, norm mode, ...).
+        weights_digest: SHA-256 identity of the policy's weights
+            (``policies.openvla.run_format.checkpoint_digest``), or None for policies without weights; a resumed
+            benchmark must roll out the same weights.
+        checkpoint_path: the resolved checkpoint directory the weights came from, or None.
+        trained_visual_quality: the simulator visual qualities (``envs.visuals``: fast | full) of the frames the
+            policy was trained on; empty when unknown. The harness warns when a run renders another.
+        extra: anything else worth recording for people (norm mode, device, dtype, ...); the harness reads
+            none of it.
     """
 
     name: str
@@ -84,6 +81,9 @@ class PolicyMetadata:
     image_size: int | None = None
     uses_privileged_state: bool = False
     tasks: tuple[str, ...] = ()
+    weights_digest: str | None = None
+    checkpoint_path: str | None = None
+    trained_visual_quality: tuple[str, ...] = ()
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -123,7 +123,9 @@ def check_compatible(policy: PolicyMetadata, env: EnvMetadata) -> None:
     problems = []
     missing = [c for c in policy.cameras if c not in env.cameras]
     if missing:
-        problems.append(f"cameras {missing} needed by the policy are not rendered by the env (env has {list(env.cameras)})")
+        problems.append(
+            f"cameras {missing} needed by the policy are not rendered by the env (env has {list(env.cameras)})"
+        )
     if policy.action_dim != env.action_dim:
         problems.append(f"action_dim: policy {policy.action_dim} vs env {env.action_dim}")
     elif tuple(policy.action_layout) != tuple(env.action_layout):
@@ -157,15 +159,18 @@ class Policy(Protocol):
 
 PolicyFactory = Callable[[str | None], Policy]
 _REGISTRY: dict[str, PolicyFactory] = {}
+_USAGE: dict[str, str] = {}
 
 
-def register_policy(name: str) -> Callable[[PolicyFactory], PolicyFactory]:
-    """Decorator: register ``factory(arg)`` under ``name``; ``make_policy("name:arg")`` calls it with ``arg``."""
+def register_policy(name: str, usage: str | None = None) -> Callable[[PolicyFactory], PolicyFactory]:
+    """Decorator: register ``factory(arg)`` under ``name``; ``make_policy("name:arg")`` calls it with ``arg``.
+    ``usage`` is the spec as users write it (e.g. ``replay:DIR``), shown in ``vla bench --help``."""
 
     def deco(factory: PolicyFactory) -> PolicyFactory:
         if name in _REGISTRY:
             raise ValueError(f"policy {name!r} registered twice")
         _REGISTRY[name] = factory
+        _USAGE[name] = usage or name
         return factory
 
     return deco
@@ -176,17 +181,19 @@ def _load_builtin_policies() -> None:
     import importlib
 
     for module in ("policies.baselines", "policies.checkpoint", "policies.serving.remote"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
+        importlib.import_module(module)
 
 
 def available_policies() -> list[str]:
     """Names of every registered policy kind."""
     _load_builtin_policies()
     return sorted(_REGISTRY)
+
+
+def policy_usages() -> list[str]:
+    """How each registered policy kind is written (``checkpoint:PATH``, ``replay:DIR``, ...), sorted by name."""
+    _load_builtin_policies()
+    return [_USAGE[name] for name in sorted(_REGISTRY)]
 
 
 def make_policy(spec: str, **kwargs: Any) -> Policy:
@@ -198,7 +205,5 @@ def make_policy(spec: str, **kwargs: Any) -> Policy:
     _load_builtin_policies()
     name, _, arg = spec.partition(":")
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown policy {name!r}; known: {sorted(_REGISTRY)}{hint}")
+        raise unknown_name_error("policy", name, _REGISTRY)
     return _REGISTRY[name](arg or None, **kwargs)

@@ -151,8 +151,12 @@ class ReplayPolicy:
         if not self._index:
             raise ValueError(f"replay: no episode file in {self.folder} has 'task' and 'seed' attrs")
         tasks = tuple(sorted({t for t, _ in self._index}))
-        self.metadata = PolicyMetadata(name=f"replay:{self.folder}", chunk_size=1, tasks=tasks,
-                                       extra={"folder": str(self.folder), "episodes": len(self._index)})
+        self.metadata = PolicyMetadata(
+            name=f"replay:{self.folder}",
+            chunk_size=1,
+            tasks=tasks,
+            extra={"folder": str(self.folder), "episodes": len(self._index)},
+        )
         self._actions: list[np.ndarray] | None = None
         self._t = 0
 
@@ -169,8 +173,10 @@ class ReplayPolicy:
             path = self._index.get((task, int(s)))
             if path is None:
                 have = sorted(seed for t, seed in self._index if t == task)
-                raise ValueError(f"replay: no recorded episode with task={task!r} seed={s} in {self.folder} "
-                                 f"(seeds recorded for that task: {have[:20]}{' ...' if len(have) > 20 else ''})")
+                raise ValueError(
+                    f"replay: no recorded episode with task={task!r} seed={s} in {self.folder} "
+                    f"(seeds recorded for that task: {have[:20]}{' ...' if len(have) > 20 else ''})"
+                )
             with h5py.File(path, "r") as f:
                 if "action" not in f:
                     raise ValueError(f"replay: {path} has no 'action' dataset")
@@ -183,8 +189,10 @@ class ReplayPolicy:
     def predict_action_chunk(self, obs: Observation) -> np.ndarray:
         """(B, 1, 14) float32: recorded action t of each row's episode."""
         if self._actions is None:
-            raise ValueError("replay policy: set_episode(task, seeds) was not called after reset() -- the harness "
-                             "calls it; other callers must too")
+            raise ValueError(
+                "replay policy: set_episode(task, seeds) was not called after reset() -- the harness "
+                "calls it; other callers must too"
+            )
         if len(self._actions) != obs.batch_size:
             raise ValueError(f"replay: loaded {len(self._actions)} episodes, observation has {obs.batch_size} rows")
         out = np.stack([a[min(self._t, len(a) - 1)] for a in self._actions])[:, None, :]
@@ -199,7 +207,7 @@ def _make_scripted(arg: str | None = None) -> ScriptedPolicy:
     return ScriptedPolicy()
 
 
-@register_policy("random")
+@register_policy("random", usage="random[:H]")
 def _make_random(arg: str | None = None, seed: int = 0) -> RandomPolicy:
     """``random`` or ``random:H`` (chunk size H)."""
     try:
@@ -209,7 +217,7 @@ def _make_random(arg: str | None = None, seed: int = 0) -> RandomPolicy:
     return RandomPolicy(chunk_size=chunk, seed=seed)
 
 
-@register_policy("replay")
+@register_policy("replay", usage="replay:DIR")
 def _make_replay(arg: str | None = None) -> ReplayPolicy:
     if not arg:
         raise ValueError("policy 'replay' needs a folder: replay:DIR")

@@ -18,7 +18,6 @@ values are clipped to the env's [-1, 1]. Nothing here reads the training data.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -27,21 +26,6 @@ import numpy as np
 
 from envs.layout import ACTION_LAYOUT, CONTROL_MODE, GRIPPER_DIMS
 from policies.base import Observation, PolicyMetadata, register_policy
-
-WEIGHT_SUFFIXES = (".safetensors", ".json", ".pt")
-
-
-def checkpoint_digest(path: str | os.PathLike) -> str:
-    """sha256 over the names and bytes of a checkpoint's weight/config files (training_state/ excluded)."""
-    root = Path(path).resolve()
-    h = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and "training_state" not in p.parts):
-        if file.suffix in WEIGHT_SUFFIXES:
-            h.update(str(file.relative_to(root)).encode())
-            with open(file, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
 
 
 def _square_size(size: Any) -> int | None:
@@ -60,8 +44,17 @@ class CheckpointPolicy:
     evaluation during training). Stateless between calls: :meth:`reset` has nothing to forget.
     """
 
-    def __init__(self, model: Any, processor: Any, norm_stats: Any, config: dict, name: str = "checkpoint",
-                 extra: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        norm_stats: Any,
+        config: dict,
+        name: str = "checkpoint",
+        extra: dict | None = None,
+        weights_digest: str | None = None,
+        checkpoint_path: str | None = None,
+    ) -> None:
         data = config.get("data", {})
         model_cfg = model.config
         self.model = model.eval()
@@ -73,7 +66,9 @@ class CheckpointPolicy:
         if self.use_proprio and norm_stats.proprio is None:
             raise ValueError(f"{name}: the model takes proprio but dataset_statistics.json has no proprio statistics")
         if tuple(config.get("action_layout", ACTION_LAYOUT)) != ACTION_LAYOUT:
-            raise ValueError(f"{name}: checkpoint action layout {config.get('action_layout')} is not {list(ACTION_LAYOUT)}")
+            raise ValueError(
+                f"{name}: checkpoint action layout {config.get('action_layout')} is not {list(ACTION_LAYOUT)}"
+            )
         self.metadata = PolicyMetadata(
             name=name,
             cameras=tuple(model_cfg.cameras),
@@ -83,13 +78,21 @@ class CheckpointPolicy:
             image_size=_square_size(data.get("image_size")),
             # A language-conditioned VLA may be rolled out on any task (e.g. to measure transfer); the tasks it was
             # trained on are recorded, not enforced.
-            extra={"trained_tasks": list(data.get("tasks") or ()), "trained_visual_quality": list(data.get("visual_quality") or ()),
-                   "norm_mode": self.norm_mode, "action_key": self.action_key, "unnorm_key": config.get("unnorm_key"),
-                   "step": config.get("step"), **(extra or {})},
+            weights_digest=weights_digest,
+            checkpoint_path=checkpoint_path,
+            trained_visual_quality=tuple(data.get("visual_quality") or ()),
+            extra={
+                "trained_tasks": list(data.get("tasks") or ()),
+                "norm_mode": self.norm_mode,
+                "action_key": self.action_key,
+                "unnorm_key": config.get("unnorm_key"),
+                "step": config.get("step"),
+                **(extra or {}),
+            },
         )
 
     @classmethod
-    def from_dir(cls, path: str | os.PathLike, device: str | None = None, dtype: str = "float32") -> "CheckpointPolicy":
+    def from_dir(cls, path: str | os.PathLike, device: str | None = None, dtype: str = "float32") -> CheckpointPolicy:
         """Load ``path`` (a ``step_N`` directory or the ``last`` link).
 
         Raises:
@@ -98,7 +101,7 @@ class CheckpointPolicy:
         """
         import torch
 
-        from policies.openvla.run_checkpoint import load_checkpoint_model
+        from policies.openvla.run_format import checkpoint_digest, load_checkpoint_model
 
         given = Path(path)
         if not given.is_dir():
@@ -108,8 +111,18 @@ class CheckpointPolicy:
         dtype = resolve_dtype(dtype, device)
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         model, processor, stats, config = load_checkpoint_model(resolved, device=device, dtype=torch_dtype)
-        extra = {"checkpoint_path": str(resolved), "sha256": checkpoint_digest(resolved), "device": device, "dtype": dtype}
-        return cls(model, processor, stats, config, name=f"checkpoint:{path}", extra=extra)
+        digest = checkpoint_digest(resolved)
+        extra = {"device": device, "dtype": dtype}
+        return cls(
+            model,
+            processor,
+            stats,
+            config,
+            name=f"checkpoint:{path}",
+            extra=extra,
+            weights_digest=digest,
+            checkpoint_path=str(resolved),
+        )
 
     def reset(self) -> None:
         """Nothing to forget: every call predicts from the current observation only."""
@@ -179,7 +192,7 @@ def split_spec_options(arg: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
-@register_policy("checkpoint")
+@register_policy("checkpoint", usage="checkpoint:PATH[?dtype=float32|bfloat16|auto]")
 def _make_checkpoint_policy(arg: str | None, **kwargs: Any) -> CheckpointPolicy:
     """``checkpoint:PATH`` or ``checkpoint:PATH?dtype=float32|bfloat16|auto``."""
     if not arg:

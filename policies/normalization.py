@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from common.files import write_json_atomic
 
 NORM_MODES = ("bounds_q99", "bounds", "normal")
 EPS = 1e-8
@@ -58,7 +59,7 @@ class ArrayStats:
         return int(self.mean.shape[0])
 
     @classmethod
-    def compute(cls, data: np.ndarray, mask: np.ndarray | None = None) -> "ArrayStats":
+    def compute(cls, data: np.ndarray, mask: np.ndarray | None = None) -> ArrayStats:
         """Statistics of (N, D) samples with the expressions of openvla ``get_dataset_statistics`` (float32).
 
         Raises:
@@ -71,8 +72,13 @@ class ArrayStats:
             raise ValueError("statistics input contains NaN/Inf")
         m = np.ones(x.shape[1], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         return cls(
-            mean=x.mean(0), std=x.std(0), max=x.max(0), min=x.min(0),
-            q01=np.quantile(x, 0.01, axis=0), q99=np.quantile(x, 0.99, axis=0), mask=m,
+            mean=x.mean(0),
+            std=x.std(0),
+            max=x.max(0),
+            min=x.min(0),
+            q01=np.quantile(x, 0.01, axis=0),
+            q99=np.quantile(x, 0.99, axis=0),
+            mask=m,
         )
 
     def to_json(self) -> dict[str, list]:
@@ -82,7 +88,7 @@ class ArrayStats:
         return out
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], where: str = "statistics") -> "ArrayStats":
+    def from_json(cls, d: Mapping[str, Any], where: str = "statistics") -> ArrayStats:
         """Parse one stats block; a missing ``mask`` means all dimensions are normalized (OFT proprio)."""
         missing = [k for k in STAT_KEYS if k not in d]
         if missing:
@@ -146,14 +152,16 @@ class NormStats:
         return out
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], where: str = "dataset_statistics") -> "NormStats":
+    def from_json(cls, d: Mapping[str, Any], where: str = "dataset_statistics") -> NormStats:
         """Parse the per-key block (``proprio`` optional)."""
         if "action" not in d:
             raise ValueError(f"{where}: no 'action' statistics (keys: {sorted(d)})")
         proprio = ArrayStats.from_json(d["proprio"], f"{where}.proprio") if "proprio" in d else None
         return cls(
-            action=ArrayStats.from_json(d["action"], f"{where}.action"), proprio=proprio,
-            num_transitions=int(d.get("num_transitions", 0)), num_trajectories=int(d.get("num_trajectories", 0)),
+            action=ArrayStats.from_json(d["action"], f"{where}.action"),
+            proprio=proprio,
+            num_transitions=int(d.get("num_transitions", 0)),
+            num_trajectories=int(d.get("num_trajectories", 0)),
         )
 
 
@@ -163,19 +171,8 @@ def _check_mode(mode: str) -> None:
 
 
 def save_dataset_statistics(path: str | os.PathLike, stats: Mapping[str, NormStats]) -> Path:
-    """Write ``{unnorm_key: stats}`` to ``path`` (json, indent 2) atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {key: s.to_json() for key, s in stats.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``{unnorm_key: stats}`` to ``path`` (json, indent 2) atomically and durably (``common.files``)."""
+    return write_json_atomic(path, {key: s.to_json() for key, s in stats.items()})
 
 
 def load_dataset_statistics(path: str | os.PathLike) -> dict[str, NormStats]:

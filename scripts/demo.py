@@ -83,20 +83,63 @@ def main(cfg: DemoConfig) -> int:
     t0 = time.perf_counter()
 
     print(f"1/4 record {cfg.episodes} scripted-expert demos of {cfg.task}")
-    run([*vla, "demos", "--task", cfg.task, "--episodes", str(cfg.episodes), "--out", str(data), "--image-size",
-         "128", "--cameras", ",".join(cameras), "--seed-start", "10000", "--workers", str(cfg.workers)])
+    run(
+        [
+            *vla,
+            "demos",
+            "--task",
+            cfg.task,
+            "--episodes",
+            str(cfg.episodes),
+            "--out",
+            str(data),
+            "--image-size",
+            "128",
+            "--cameras",
+            ",".join(cameras),
+            "--seed-start",
+            "10000",
+            "--workers",
+            str(cfg.workers),
+        ]
+    )
 
     print(f"2/4 train the tiny VLA for {steps} steps ({cfg.recipe.name})")
     done = _trained_step(run_dir)
     if done is None or done < steps:
-        cmd = [*vla, "train", "--config", str(cfg.recipe), "--data", str(data), "--out", str(run_dir), "--steps", str(steps)]
+        cmd = [
+            *vla,
+            "train",
+            "--config",
+            str(cfg.recipe),
+            "--data",
+            str(data),
+            "--out",
+            str(run_dir),
+            "--steps",
+            str(steps),
+        ]
         run(cmd + (["--resume"] if done is not None else []))
     else:
         print(f"   {run_dir} is already trained to step {done}")
 
     print(f"3/4 benchmark the checkpoint on {cfg.task}, seeds {cfg.eval_seeds} (videos of every episode)")
-    bench = [*vla, "bench", "--policy", f"checkpoint:{run_dir / 'checkpoints' / 'last'}", "--tasks", cfg.task,
-             "--seeds", cfg.eval_seeds, "--out", str(results), "--video", "all", "--workers", str(cfg.workers)]
+    bench = [
+        *vla,
+        "bench",
+        "--policy",
+        f"checkpoint:{run_dir / 'checkpoints' / 'last'}",
+        "--tasks",
+        cfg.task,
+        "--seeds",
+        cfg.eval_seeds,
+        "--out",
+        str(results),
+        "--video",
+        "all",
+        "--workers",
+        str(cfg.workers),
+    ]
     run(bench + (["--resume"] if (results / "episodes.jsonl").exists() else []))
 
     print("4/4 build the gallery")
@@ -104,11 +147,15 @@ def main(cfg: DemoConfig) -> int:
     summary = json.loads((results / "results.json").read_text())["overall"]
     rate = summary["success_rate"]
     lo, hi = summary["ci95"]
-    print(f"\n\033[1mDone in {(time.perf_counter() - t0) / 60:.1f} min.\033[0m {cfg.task}: success "
-          f"{rate:.0%} (95 % CI {lo:.0%}-{hi:.0%}) over {summary['episodes']} seeds.")
+    print(
+        f"\n\033[1mDone in {(time.perf_counter() - t0) / 60:.1f} min.\033[0m {cfg.task}: success "
+        f"{rate:.0%} (95 % CI {lo:.0%}-{hi:.0%}) over {summary['episodes']} seeds."
+    )
     print(f"Gallery: {(results / 'index.html').resolve()}")
-    print("Next: the same command pair on your data -- vla train --data DIR --out RUN ...; "
-          "vla bench --policy checkpoint:RUN/checkpoints/last --benchmark dual-arm-v1 --out OUT")
+    print(
+        "Next: the same command pair on your data -- vla train --data DIR --out RUN ...; "
+        "vla bench --policy checkpoint:RUN/checkpoints/last --benchmark dual-arm-v1 --out OUT"
+    )
     return 0
 
 

@@ -16,8 +16,15 @@ from typing import Annotated
 
 import tyro
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SEEK_VIDEOS = """async () => {
   const vids = Array.from(document.querySelectorAll('video'));
   const decoded = v => new Promise(done => {

@@ -1,10 +1,11 @@
-"""In-loop simulator evaluation for `vla train --eval-every N --eval-benchmark NAME`.
+"""In-loop simulator benchmarks for `vla train --bench-every N --benchmark NAME`.
 
 train/ must not import harness/, so the CLI layer (the one place allowed to import every package) builds the
 hook: at every evaluation step the trainer hands over its CURRENT in-memory model, processor, norm stats and
 config; they are wrapped as a :class:`policies.checkpoint.CheckpointPolicy` (no checkpoint round trip) and
-rolled out with the harness on the named benchmark, in-process, into ``RUN/eval/step_{N}/`` (episodes.jsonl,
-results.json), with the visual quality the training frames were rendered with. The returned success rates are logged by the trainer under ``eval/`` (TensorBoard, metrics.jsonl).
+rolled out with the harness on the named benchmark, in-process, into ``RUN/bench/step_{N}/`` (episodes.jsonl,
+results.json), with the visual quality the training frames were rendered with. The returned success rates are
+logged by the trainer under ``bench/`` (TensorBoard, metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 
-def make_sim_evaluator(benchmark: str, run_dir: Path, video: str = "none",
-                       max_episode_steps: int | None = None) -> Callable[[int, Callable[[], Any]], Mapping[str, float]]:
+def make_sim_evaluator(
+    benchmark: str, run_dir: Path, video: str = "none", max_episode_steps: int | None = None
+) -> Callable[[int, Callable[[], Any]], Mapping[str, float]]:
     """Return ``evaluate(step, factory) -> {"success_rate": x, "<task>/success_rate": y, ...}``.
 
     Args:
         benchmark: a benchmark name (harness/specs) or YAML path; checked now, so a typo fails before training.
-        run_dir: the training run folder; results go to ``run_dir/eval/step_{N}``.
+        run_dir: the training run folder; results go to ``run_dir/bench/step_{N}``.
         video: ``none`` | ``failures`` | ``all`` for the evaluation rollouts.
         max_episode_steps: override the benchmark's horizons.
 
@@ -40,10 +42,18 @@ def make_sim_evaluator(benchmark: str, run_dir: Path, video: str = "none",
 
         model, processor, stats, config = factory()
         policy = CheckpointPolicy(model, processor, stats, config, name=f"in-loop:{run_dir.name}@{step}")
-        out = Path(run_dir) / "eval" / f"step_{step}"
-        trained = list(policy.metadata.extra.get("trained_visual_quality") or ["fast"])
-        cfg = BenchConfig(policy=policy.metadata.name, benchmark=benchmark, out=out, video=video, resume=out.exists(),
-                          max_episode_steps=max_episode_steps, progress=False, visual_quality=trained[0])
+        out = Path(run_dir) / "bench" / f"step_{step}"
+        trained = list(policy.metadata.trained_visual_quality or ["fast"])
+        cfg = BenchConfig(
+            policy=policy.metadata.name,
+            benchmark=benchmark,
+            out=out,
+            video=video,
+            resume=out.exists(),
+            max_episode_steps=max_episode_steps,
+            progress=False,
+            visual_quality=trained[0],
+        )
         run_bench(cfg, policy_factory=lambda: policy)
         results = json.loads((out / "results.json").read_text())
         metrics = {"success_rate": results["overall"]["success_rate"] or 0.0}

@@ -1,32 +1,9 @@
-"""Writing, finding and resuming run checkpoints; ``vla merge-lora``.
+"""Run checkpoints from the trainer's side: writing them with their training state, the ``last`` pointer and
+rotation, finding and checking a checkpoint to resume from, and ``vla merge-lora``.
 
-Layout of one checkpoint, ``RUN/checkpoints/step_{N}/`` (written into a temporary sibling and renamed into place,
-so a directory named step_N is always complete; ``RUN/checkpoints/last`` is a relative symlink to the newest
-one, replaced atomically through a temporary symlink + ``os.replace``):
-
-    config.json               {"format": "vla-harness/run-checkpoint", "format_version": 1,
-                               "model": VLAConfig.to_dict(), "data": DataConfig as dict + "image_size" (H, W of the
-                               recorded frames) + "tasks", "train": TrainConfig as dict, "action_layout",
-                               "control_mode", "action_frame", "norm_mode", "unnorm_key", "finetune": "lora"|"full",
-                               "base": str|null, "step": N, "trainable_params", "total_params", "created_at"}
-    dataset_statistics.json   {unnorm_key: statistics} (policies.normalization format)
-    vla_processor.json        processor settings (VLAProcessor.save_pretrained) ...
-    tokenizer.json, tokenizer_config.json   ... and the tokenizer files it writes
-    finetune=full:  model.safetensors                  every weight of the VLA, heads included
-    finetune=lora:  adapter/adapter_config.json, adapter/adapter_model.safetensors   (peft; no README)
-                    heads.safetensors                  action head, proprio projector, FiLM (whichever exist)
-                    base_model.safetensors             only without --base: the frozen (random-init) base
-                                                       weights, so the directory is self-contained; with --base,
-                                                       config.json's "base" names the folder they come from
-    training_state/optimizer.pt   AdamW state dict (torch.save; loads with weights_only=True)
-    training_state/scheduler.pt   LambdaLR state dict (idem)
-    training_state/rng.pt         {"torch_cpu": (world, n) uint8, "cuda": (world, devices, m) uint8 if CUDA}
-    training_state/state.json     step, epoch, micro_batch, samples_seen, world_size, seed, num_train_samples,
-                                  batches_per_epoch, lr_milestones, python_rng / numpy_rng (per process, JSON)
-
-A merged checkpoint (``vla merge-lora``) has the finetune=full files and no training_state/. Readers:
-:func:`policies.openvla.run_checkpoint.load_checkpoint_model` (inference) and :func:`load_training_state`
-(resume).
+The directory layout, the writer of the files and the readers are ``policies.openvla.run_format`` (one place).
+The training state (training_state/, written here through ``write_checkpoint_dir``'s ``extra``) is read back by
+:func:`load_training_state` for ``--resume``.
 """
 
 from __future__ import annotations
@@ -46,13 +23,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.files import replace_symlink
 from envs.layout import ACTION_FRAME, ACTION_LAYOUT, CONTROL_MODE
-from policies.normalization import NormStats, save_dataset_statistics
-from policies.openvla.checkpoint import atomic_directory
-from policies.openvla.run_checkpoint import (ADAPTER_DIR, BASE_FILE, CONFIG_FILE, FORMAT_VERSION, LAST_LINK,
-                                             MODEL_FILE, RUN_CHECKPOINT_FORMAT, STATS_FILE, TRAINING_STATE_DIR,
-                                             backbone_state, load_checkpoint_model, read_checkpoint_config,
-                                             resolve_checkpoint_dir)
+from policies.normalization import NormStats, load_dataset_statistics
+from policies.openvla.run_format import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    LAST_LINK,
+    RUN_CHECKPOINT_FORMAT,
+    STATS_FILE,
+    TRAINING_STATE_DIR,
+    load_checkpoint_model,
+    read_checkpoint_config,
+    resolve_checkpoint_dir,
+    write_checkpoint_dir,
+)
 from train.train_config import LEGACY_FLAGS, RESUME_FREE_FIELDS, MergeLoraConfig, TrainConfig
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -100,43 +85,49 @@ def restore_rng(rng: Mapping[str, torch.Tensor], state: Mapping[str, Any], rank:
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
-def checkpoint_config(*, model_config: Any, cfg: TrainConfig, data: Mapping[str, Any], unnorm_key: str,
-                      finetune: str, step: int, trainable_params: int, total_params: int) -> dict[str, Any]:
+def checkpoint_config(
+    *,
+    model_config: Any,
+    cfg: TrainConfig,
+    data: Mapping[str, Any],
+    unnorm_key: str,
+    finetune: str,
+    step: int,
+    trainable_params: int,
+    total_params: int,
+) -> dict[str, Any]:
     """The config.json payload (see the module docstring); ``data`` = DataConfig dict + image_size + tasks."""
     return {
-        "format": RUN_CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION,
-        "model": model_config.to_dict(), "data": dict(data), "train": cfg.to_dict(),
-        "action_layout": list(ACTION_LAYOUT), "control_mode": CONTROL_MODE, "action_frame": ACTION_FRAME,
-        "norm_mode": cfg.data.norm_mode, "unnorm_key": unnorm_key, "finetune": finetune,
-        "base": str(cfg.model.base.resolve()) if cfg.model.base is not None else None, "step": int(step),
-        "trainable_params": int(trainable_params), "total_params": int(total_params),
+        "format": RUN_CHECKPOINT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model_config.to_dict(),
+        "data": dict(data),
+        "train": cfg.to_dict(),
+        "action_layout": list(ACTION_LAYOUT),
+        "control_mode": CONTROL_MODE,
+        "action_frame": ACTION_FRAME,
+        "norm_mode": cfg.data.norm_mode,
+        "unnorm_key": unnorm_key,
+        "finetune": finetune,
+        "base": str(cfg.model.base.resolve()) if cfg.model.base is not None else None,
+        "step": int(step),
+        "trainable_params": int(trainable_params),
+        "total_params": int(total_params),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def _save_tensors(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path), metadata={"format": "pt"})
-
-
-def write_model_files(directory: Path, model: Any, finetune: str, has_base: bool) -> None:
-    """The weight files of the layout: model.safetensors (full) or adapter/ + heads (+ base_model) (lora)."""
-    from policies.openvla.lora import save_adapter, save_heads
-
-    if finetune == "full":
-        _save_tensors(model.state_dict(), directory / MODEL_FILE)
-        return
-    save_adapter(model, directory / ADAPTER_DIR)
-    (directory / ADAPTER_DIR / "README.md").unlink(missing_ok=True)  # peft's model-card stub: not part of the layout
-    save_heads(model, directory)
-    if not has_base:
-        _save_tensors(backbone_state(model), directory / BASE_FILE)
-
-
-def write_checkpoint(run_dir: str | os.PathLike, step: int, *, model: Any, processor: Any,
-                     norm_stats: Mapping[str, NormStats], config: Mapping[str, Any],
-                     training_state: TrainingState | None, keep_last: int | None = None) -> Path:
+def write_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    *,
+    model: Any,
+    processor: Any,
+    norm_stats: Mapping[str, NormStats],
+    config: Mapping[str, Any],
+    training_state: TrainingState | None,
+    keep_last: int | None = None,
+) -> Path:
     """Write ``RUN/checkpoints/step_{step}`` atomically, point ``last`` at it, then apply ``keep_last`` rotation.
 
     Args:
@@ -149,18 +140,23 @@ def write_checkpoint(run_dir: str | os.PathLike, step: int, *, model: Any, proce
     """
     root = Path(run_dir) / CHECKPOINTS_DIR
     target = root / f"step_{int(step)}"
-    with atomic_directory(target) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        save_dataset_statistics(tmp / STATS_FILE, norm_stats)
-        processor.save_pretrained(tmp)
-        write_model_files(tmp, model, config["finetune"], has_base=config["base"] is not None)
-        if training_state is not None:
-            state_dir = tmp / TRAINING_STATE_DIR
-            state_dir.mkdir()
-            torch.save(training_state.optimizer, state_dir / "optimizer.pt")
-            torch.save(training_state.scheduler, state_dir / "scheduler.pt")
-            torch.save(training_state.rng, state_dir / "rng.pt")
-            (state_dir / "state.json").write_text(json.dumps(training_state.state, indent=1))
+
+    def write_state(tmp: Path) -> None:
+        state_dir = tmp / TRAINING_STATE_DIR
+        state_dir.mkdir()
+        torch.save(training_state.optimizer, state_dir / "optimizer.pt")
+        torch.save(training_state.scheduler, state_dir / "scheduler.pt")
+        torch.save(training_state.rng, state_dir / "rng.pt")
+        (state_dir / "state.json").write_text(json.dumps(training_state.state, indent=1))
+
+    write_checkpoint_dir(
+        target,
+        config=config,
+        processor=processor,
+        model=model,
+        norm_stats=norm_stats,
+        extra=write_state if training_state is not None else None,
+    )
     update_last_pointer(root, target.name)
     if keep_last is not None:
         rotate_checkpoints(root, keep_last)
@@ -168,11 +164,8 @@ def write_checkpoint(run_dir: str | os.PathLike, step: int, *, model: Any, proce
 
 
 def update_last_pointer(root: Path, name: str) -> None:
-    """Atomically make ``root/last`` a relative symlink to ``root/name`` (temp symlink + ``os.replace``)."""
-    tmp = root / f".{LAST_LINK}.tmp-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    os.symlink(name, tmp)
-    os.replace(tmp, root / LAST_LINK)
+    """Atomically and durably make ``root/last`` a relative symlink to ``root/name``."""
+    replace_symlink(root / LAST_LINK, name)
 
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
@@ -238,8 +231,10 @@ def check_resume_config(saved: Mapping[str, Any], cfg: TrainConfig, where: str |
         if old != value:
             diffs.append(f"{key}: checkpoint {old!r} vs now {value!r}")
     if diffs:
-        raise ResumeError(f"--resume from {where}: the config changes the run in {len(diffs)} field(s) (only "
-                          f"{sorted(RESUME_FREE_FIELDS)} may change): " + "; ".join(diffs))
+        raise ResumeError(
+            f"--resume from {where}: the config changes the run in {len(diffs)} field(s) (only "
+            f"{sorted(RESUME_FREE_FIELDS)} may change): " + "; ".join(diffs)
+        )
 
 
 def load_training_state(ckpt_dir: str | os.PathLike) -> TrainingState:
@@ -254,13 +249,18 @@ def load_training_state(ckpt_dir: str | os.PathLike) -> TrainingState:
     if missing:
         raise ResumeError(f"{state_dir}: missing {missing}; this checkpoint cannot be resumed")
     load = lambda n: torch.load(state_dir / n, map_location="cpu", weights_only=True)  # noqa: E731
-    return TrainingState(optimizer=load("optimizer.pt"), scheduler=load("scheduler.pt"), rng=load("rng.pt"),
-                         state=json.loads((state_dir / "state.json").read_text()))
+    return TrainingState(
+        optimizer=load("optimizer.pt"),
+        scheduler=load("scheduler.pt"),
+        rng=load("rng.pt"),
+        state=json.loads((state_dir / "state.json").read_text()),
+    )
 
 
 # ---- merge-lora ---------------------------------------------------------------------------------------------
-def merge_lora_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, base: str | os.PathLike | None = None,
-                          overwrite: bool = False) -> Path:
+def merge_lora_checkpoint(
+    ckpt: str | os.PathLike, out: str | os.PathLike, base: str | os.PathLike | None = None, overwrite: bool = False
+) -> Path:
     """Merge a LoRA checkpoint's adapter into its base and write a finetune=full directory at ``out`` (atomic).
 
     config.json keeps the source's fields with ``finetune: "full"`` and ``merged_from``; no training_state/.
@@ -278,17 +278,14 @@ def merge_lora_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, base:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
     model, processor, _, _ = load_checkpoint_model(src, base=base, merge=True)
     config = {**raw, "finetune": "full", "merged_from": str(src), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    with atomic_directory(out) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        shutil.copy2(src / STATS_FILE, tmp / STATS_FILE)
-        processor.save_pretrained(tmp)
-        _save_tensors(model.state_dict(), tmp / MODEL_FILE)
-    return out
+    return write_checkpoint_dir(
+        out, config=config, processor=processor, model=model, norm_stats=load_dataset_statistics(src / STATS_FILE)
+    )
 
 
 def run_merge_lora(cfg: MergeLoraConfig) -> int:
     """``vla merge-lora CKPT OUT``: merge and print where the result went; 0, or 1 after printing the error."""
-    from policies.openvla.checkpoint import CheckpointError
+    from policies.openvla.weights import CheckpointError
 
     try:
         out = merge_lora_checkpoint(cfg.checkpoint, cfg.out, base=cfg.base, overwrite=cfg.overwrite)

@@ -1,6 +1,12 @@
 """Config dataclasses of the training data pipeline (``DataConfig``) and of ``vla data check``.
 
-Light on purpose: no torch or h5py import, so ``vla --help`` stays fast. Field docstrings are the ``--help`` text.
+Light on purpose: no torch or h5py import, so ``vla --help`` stays fast. Field docstrings are the ``--help`` text
+(one sentence each: tyro keeps their line breaks).
+
+A training sample is step t of an episode: its frames, proprio and instruction, and the chunk of actions
+t .. t+H-1 (H = chunk_size). With pad_end the last H-1 steps are sampled too, the chunk padded with the last action
+and the padded rows marked in ``action_is_pad`` (otherwise T - H + 1 samples per episode). Normalization:
+bounds_q99 maps q01/q99 to [-1, 1], bounds min/max, normal mean/std. Validation holds out whole episodes.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ InstructionSplit = Literal["seen", "unseen", "both"]
 NormMode = Literal["bounds_q99", "bounds", "normal"]
 
 
-def _check_common(cameras: tuple[str, ...], chunk_size: int, action_key: str, instructions: str,
-                  allow_no_cameras: bool) -> tuple[str, ...]:
+def _check_common(
+    cameras: tuple[str, ...], chunk_size: int, action_key: str, instructions: str, allow_no_cameras: bool
+) -> tuple[str, ...]:
     """Validate the fields DataConfig and DataCheckConfig share; return the normalised camera tuple."""
     cameras = parse_cameras(tuple(cameras))
     if not cameras and not allow_no_cameras:
@@ -40,13 +47,7 @@ def _check_common(cameras: tuple[str, ...], chunk_size: int, action_key: str, in
 
 @dataclasses.dataclass
 class DataConfig:
-    """Data: which episodes, cameras, actions and instructions a run reads, and how they are normalized.
-
-    A sample is step t of an episode: its frames, proprio and instruction, and the chunk of actions t .. t+H-1
-    (H = chunk_size); with pad_end the last H-1 steps are sampled too, the chunk padded with the last action and
-    the padded rows marked in ``action_is_pad`` (otherwise T - H + 1 samples per episode). Normalization:
-    bounds_q99 maps q01/q99 to [-1, 1], bounds min/max, normal mean/std. Validation holds out whole episodes.
-    """
+    """Data: which episodes, cameras, actions and instructions a run reads, and how they are normalized."""
 
     data_dir: Annotated[Path, tyro.conf.arg(name="data")]
     """Folder of episode_{i}.hdf5 files (from `vla demos` or a RoboTwin-style export)."""

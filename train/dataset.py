@@ -80,9 +80,14 @@ class EpisodeDataset(torch.utils.data.Dataset):
         episode_index: int, the i of episode_{i}.hdf5; t: int, the step.
     """
 
-    def __init__(self, cfg: DataConfig, episodes: Sequence[EpisodeInfo] | None = None,
-                 norm_stats: NormStats | None = None, transform: Transform | None = None,
-                 max_open_files: int = 64) -> None:
+    def __init__(
+        self,
+        cfg: DataConfig,
+        episodes: Sequence[EpisodeInfo] | None = None,
+        norm_stats: NormStats | None = None,
+        transform: Transform | None = None,
+        max_open_files: int = 64,
+    ) -> None:
         """Build the sample index from metadata (no file is opened when ``episodes`` is given).
 
         Args:
@@ -98,8 +103,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
                 or statistics of the wrong dimension or without proprio when ``cfg.use_proprio``.
         """
         self.cfg = cfg
-        self.episodes: tuple[EpisodeInfo, ...] = tuple(validate_episode_dir(cfg).episodes if episodes is None
-                                                       else episodes)
+        self.episodes: tuple[EpisodeInfo, ...] = tuple(
+            validate_episode_dir(cfg).episodes if episodes is None else episodes
+        )
         self.norm_stats = norm_stats
         self.transform = transform
         self.max_open_files = max(1, int(max_open_files))
@@ -129,8 +135,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{e.path.name}: no instruction in split {cfg.instructions!r}")
         if self.norm_stats is not None:
             if self.norm_stats.action.dim != self.episodes[0].action_min.shape[0]:
-                raise ValueError(f"norm_stats.action has {self.norm_stats.action.dim} dims, the actions have "
-                                 f"{self.episodes[0].action_min.shape[0]}")
+                raise ValueError(
+                    f"norm_stats.action has {self.norm_stats.action.dim} dims, the actions have "
+                    f"{self.episodes[0].action_min.shape[0]}"
+                )
             if cfg.use_proprio and self.norm_stats.proprio is None:
                 raise ValueError("use_proprio is set but norm_stats has no proprio statistics")
 
@@ -198,8 +206,11 @@ class EpisodeDataset(torch.utils.data.Dataset):
         if self.norm_stats is not None:
             actions = self.norm_stats.action.normalize(actions, cfg.norm_mode)
         pool = self._pools[pos]
-        choice = 0 if len(pool) == 1 else int(np.random.default_rng([cfg.seed, self.epoch, index % len(self)])
-                                                .integers(len(pool)))
+        choice = (
+            0
+            if len(pool) == 1
+            else int(np.random.default_rng([cfg.seed, self.epoch, index % len(self)]).integers(len(pool)))
+        )
         sample = {
             "images": images,
             "actions": actions.astype(np.float32),
@@ -237,8 +248,12 @@ class DataBundle:
     val: EpisodeDataset | None
 
 
-def build_datasets(cfg: DataConfig, transform: Transform | None = None, val_transform: Transform | None = None,
-                   stats_path: str | Path | None = None) -> DataBundle:
+def build_datasets(
+    cfg: DataConfig,
+    transform: Transform | None = None,
+    val_transform: Transform | None = None,
+    stats_path: str | Path | None = None,
+) -> DataBundle:
     """Validate, split, compute (and optionally save) statistics, and build the train / val datasets.
 
     Raises:

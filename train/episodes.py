@@ -156,16 +156,19 @@ def find_episode_files(data_dir: str | Path) -> list[tuple[int, Path]]:
         if match is None:
             problems.append(f"{path.name}: expected a file name episode_<integer>.hdf5")
         elif int(match.group(1)) in found:
-            problems.append(f"{path.name}: episode index {int(match.group(1))} also used by "
-                            f"{found[int(match.group(1))].name}")
+            problems.append(
+                f"{path.name}: episode index {int(match.group(1))} also used by {found[int(match.group(1))].name}"
+            )
         else:
             found[int(match.group(1))] = path
     if problems:
         raise EpisodeDataError(_format_problems(data_dir, problems))
     if not found:
         others = sorted(p.name for p in data_dir.iterdir())[:5]
-        raise EpisodeDataError(f"{data_dir}: empty directory: expected episode_{{i}}.hdf5 files, found "
-                               f"{len(others) and others or 'nothing'}")
+        raise EpisodeDataError(
+            f"{data_dir}: empty directory: expected episode_{{i}}.hdf5 files, found "
+            f"{len(others) and others or 'nothing'}"
+        )
     return sorted(found.items())
 
 
@@ -185,13 +188,14 @@ def read_instructions(ds: Any) -> list[str]:
     elif ds.dtype == np.uint8 and ds.ndim == 1:
         raw = bytes(ds[()]).decode("utf-8")
     else:
-        raise ValueError(f"expected a string, an array of strings or UTF-8 bytes, got dtype {ds.dtype} "
-                         f"shape {ds.shape}")
+        raise ValueError(
+            f"expected a string, an array of strings or UTF-8 bytes, got dtype {ds.dtype} shape {ds.shape}"
+        )
     items = [raw] if isinstance(raw, str) else [str(s) for s in np.asarray(raw, dtype=object).reshape(-1)]
     return [s.strip() for s in items if s.strip()]
 
 
-def validate_episode_dir(cfg: "DataConfig | DataCheckConfig") -> DatasetSummary:
+def validate_episode_dir(cfg: DataConfig | DataCheckConfig) -> DatasetSummary:
     """Check every episode of ``cfg.data_dir`` against ``cfg``, before anything is trained or written.
 
     Per file: readable HDF5; the requested cameras (``cfg.cameras``; none asked = at least one present) as
@@ -224,8 +228,13 @@ def validate_episode_dir(cfg: "DataConfig | DataCheckConfig") -> DatasetSummary:
     if problems:
         raise EpisodeDataError(_format_problems(cfg.data_dir, problems, len(files)))
     return DatasetSummary(
-        data_dir=Path(cfg.data_dir), episodes=tuple(infos), cameras=cameras, image_size=image_size,
-        action_key=cfg.action_key, chunk_size=cfg.chunk_size, pad_end=cfg.pad_end,
+        data_dir=Path(cfg.data_dir),
+        episodes=tuple(infos),
+        cameras=cameras,
+        image_size=image_size,
+        action_key=cfg.action_key,
+        chunk_size=cfg.chunk_size,
+        pad_end=cfg.pad_end,
     )
 
 
@@ -281,8 +290,10 @@ def _inspect_file(path: Path, index: int, cfg: Any) -> tuple[EpisodeInfo | None,
         if action is not None and num_steps == 0:
             problems.append(f"{name}: '{cfg.action_key}': expected at least 1 step, got 0")
         elif action is not None and num_steps < cfg.chunk_size and not cfg.pad_end:
-            problems.append(f"{name}: '{cfg.action_key}': episode shorter than the chunk: expected T >= chunk_size "
-                            f"{cfg.chunk_size}, got T = {num_steps} (set pad_end to use short episodes)")
+            problems.append(
+                f"{name}: '{cfg.action_key}': episode shorter than the chunk: expected T >= chunk_size "
+                f"{cfg.chunk_size}, got T = {num_steps} (set pad_end to use short episodes)"
+            )
         seen, unseen = _check_instructions(f, name, cfg.instructions, problems)
         attrs = {k: _py(v) for k, v in f.attrs.items()}
         _check_layout_attr(attrs, name, problems)
@@ -290,8 +301,16 @@ def _inspect_file(path: Path, index: int, cfg: Any) -> tuple[EpisodeInfo | None,
     if problems or action is None:
         return None, dim, problems
     info = EpisodeInfo(
-        path=path, index=index, num_steps=num_steps, image_shapes=shapes, has_proprio=has_proprio,
-        seen=tuple(seen), unseen=tuple(unseen), action_min=action.min(0), action_max=action.max(0), attrs=attrs,
+        path=path,
+        index=index,
+        num_steps=num_steps,
+        image_shapes=shapes,
+        has_proprio=has_proprio,
+        seen=tuple(seen),
+        unseen=tuple(unseen),
+        action_min=action.min(0),
+        action_max=action.max(0),
+        attrs=attrs,
     )
     return info, dim, problems
 
@@ -302,8 +321,9 @@ def _read_matrix(f: Any, name: str, key: str, lengths: dict[str, int], problems:
 
     ds = f.get(key)
     if ds is None:
-        problems.append(f"{name}: missing key '{key}': expected a (T, {ACTION_DIM}) float dataset, file has "
-                        f"{sorted(f.keys())}")
+        problems.append(
+            f"{name}: missing key '{key}': expected a (T, {ACTION_DIM}) float dataset, file has {sorted(f.keys())}"
+        )
         return None
     if not isinstance(ds, h5py.Dataset):
         problems.append(f"{name}: '{key}': expected a dataset, got a {type(ds).__name__}")
@@ -324,14 +344,17 @@ def _read_matrix(f: Any, name: str, key: str, lengths: dict[str, int], problems:
     if bad.any():
         rows, cols = np.nonzero(bad)
         dims = sorted({ACTION_LAYOUT[c] for c in cols.tolist()})
-        problems.append(f"{name}: '{key}': expected finite values, got {int(bad.sum())} NaN/Inf entries (first at "
-                        f"step {int(rows[0])}, dims {dims})")
+        problems.append(
+            f"{name}: '{key}': expected finite values, got {int(bad.sum())} NaN/Inf entries (first at "
+            f"step {int(rows[0])}, dims {dims})"
+        )
         return None
     return data
 
 
-def _check_images(f: Any, name: str, cameras: tuple[str, ...], lengths: dict[str, int],
-                  problems: list[str]) -> dict[str, tuple[int, int]]:
+def _check_images(
+    f: Any, name: str, cameras: tuple[str, ...], lengths: dict[str, int], problems: list[str]
+) -> dict[str, tuple[int, int]]:
     """Check camera datasets (the requested ones must exist); return camera -> (H, W) of the valid ones."""
     import h5py
 
@@ -340,8 +363,10 @@ def _check_images(f: Any, name: str, cameras: tuple[str, ...], lengths: dict[str
     for cam in cameras:
         if cam not in present:
             have = [CAMERA_TO_HDF5_KEY[c] for c in present]
-            problems.append(f"{name}: missing key '{CAMERA_TO_HDF5_KEY[cam]}' (camera {cam}): expected a "
-                            f"(T, H, W, 3) uint8 dataset, file has cameras {have}")
+            problems.append(
+                f"{name}: missing key '{CAMERA_TO_HDF5_KEY[cam]}' (camera {cam}): expected a "
+                f"(T, H, W, 3) uint8 dataset, file has cameras {have}"
+            )
     for cam in present:
         key, required = CAMERA_TO_HDF5_KEY[cam], (not cameras or cam in cameras)
         ds = f[key]
@@ -359,8 +384,10 @@ def _check_images(f: Any, name: str, cameras: tuple[str, ...], lengths: dict[str
         if required and isinstance(ds, h5py.Dataset) and ds.ndim >= 1:
             lengths[key] = ds.shape[0]
     if not cameras and not present:
-        problems.append(f"{name}: no camera dataset: expected at least one of "
-                        f"{list(CAMERA_TO_HDF5_KEY.values())}, file has {sorted(f.keys())}")
+        problems.append(
+            f"{name}: no camera dataset: expected at least one of "
+            f"{list(CAMERA_TO_HDF5_KEY.values())}, file has {sorted(f.keys())}"
+        )
     return shapes
 
 
@@ -380,8 +407,10 @@ def _check_instructions(f: Any, name: str, split: str, problems: list[str]) -> t
             state[key] = "unreadable"
     wanted = ("seen", "unseen") if split == "both" else (split,)
     if not any(found[k] for k in wanted) and not any(state[k] == "unreadable" for k in wanted):
-        problems.append(f"{name}: missing key {' or '.join(repr(k) for k in wanted)}: expected at least one "
-                        f"instruction (instructions={split!r}), got seen: {state['seen']}, unseen: {state['unseen']}")
+        problems.append(
+            f"{name}: missing key {' or '.join(repr(k) for k in wanted)}: expected at least one "
+            f"instruction (instructions={split!r}), got seen: {state['seen']}, unseen: {state['unseen']}"
+        )
     return found["seen"], found["unseen"]
 
 
@@ -397,8 +426,9 @@ def _check_layout_attr(attrs: dict[str, Any], name: str, problems: list[str]) ->
         problems.append(f"{name}: attr 'action_layout': expected {list(ACTION_LAYOUT)}, got {parsed}")
 
 
-def _check_cameras_across(infos: list[EpisodeInfo], cameras: tuple[str, ...],
-                          problems: list[str]) -> tuple[tuple[str, ...], tuple[int, int]]:
+def _check_cameras_across(
+    infos: list[EpisodeInfo], cameras: tuple[str, ...], problems: list[str]
+) -> tuple[tuple[str, ...], tuple[int, int]]:
     """Resolve the used cameras and check that their frames share one (H, W) across cameras and episodes."""
     if not infos:
         return tuple(cameras), (0, 0)
@@ -406,8 +436,9 @@ def _check_cameras_across(infos: list[EpisodeInfo], cameras: tuple[str, ...],
         cameras = tuple(c for c in CAMERAS if all(c in e.image_shapes for e in infos))
         if not cameras:
             per_file = "; ".join(f"{e.path.name}: {sorted(e.image_shapes)}" for e in infos[:4])
-            problems.append(f"no camera is present in every episode: expected at least one shared camera, got "
-                            f"{per_file}")
+            problems.append(
+                f"no camera is present in every episode: expected at least one shared camera, got {per_file}"
+            )
             return (), (0, 0)
     ref_ep, ref_cam = infos[0], cameras[0]
     ref = ref_ep.image_shapes[ref_cam]

@@ -3,7 +3,7 @@
 Scalars per logged step (names as written): ``train/loss``, ``train/curr_action_l1``, ``train/future_actions_l1``,
 ``train/lr``, ``train/grad_norm``, ``train/samples_per_s`` (global samples / wall time), ``train/data_wait_frac``
 (time blocked on the DataLoader / wall time), ``val/loss``, ``val/curr_action_l1``, ``val/future_actions_l1``,
-and whatever the in-loop evaluation hook returns under ``eval/``. ``metrics.jsonl`` holds one JSON object per
+and whatever the in-loop benchmark hook returns under ``bench/``. ``metrics.jsonl`` holds one JSON object per
 call: ``{"step": N, "time": unix_s, <name>: value, ...}``.
 
 Only the main process logs; the other processes get a disabled logger.
@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from common.files import write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -36,8 +38,15 @@ class RunLogger:
             "resume"}``.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, wandb_project: str | None = None,
-                 config: Mapping[str, Any] | None = None, start_step: int = 0, run_name: str | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        enabled: bool = True,
+        wandb_project: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        start_step: int = 0,
+        run_name: str | None = None,
+    ) -> None:
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self._tb = None
@@ -58,9 +67,14 @@ class RunLogger:
         if wandb_project is not None:
             import wandb
 
-            self._wandb = wandb.init(project=wandb_project, dir=str(self.run_dir), config=dict(config or {}),
-                                     mode=os.environ.get("WANDB_MODE", "offline"), name=run_name,
-                                     resume="allow" if start_step else None)
+            self._wandb = wandb.init(
+                project=wandb_project,
+                dir=str(self.run_dir),
+                config=dict(config or {}),
+                mode=os.environ.get("WANDB_MODE", "offline"),
+                name=run_name,
+                resume="allow" if start_step else None,
+            )
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         """Write ``scalars`` (name -> number) at ``step``; non-finite values are written as they are."""
@@ -69,8 +83,11 @@ class RunLogger:
         clean = {k: float(v) for k, v in scalars.items()}
         for name, value in clean.items():
             self._tb.add_scalar(name, value, step)
-        record = {"step": int(step), "time": time.time(),
-                  **{k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()}}
+        record = {
+            "step": int(step),
+            "time": time.time(),
+            **{k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()},
+        }
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
         if self._wandb is not None:
@@ -99,9 +116,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ Fresh, no ``--base``: a byte-level BPE tokenizer is trained on EVERY instruction
 unseen, train and val episodes, so unseen evaluation prompts tokenize well), the preset is sized to it
 (:func:`policies.openvla.tokenizer.config_for_tokenizer`) and the VLA is initialised randomly with the seed.
 Fresh, with ``--base``: ``from_openvla_checkpoint(base)``, then the fine-tune's chunk / cameras / proprio / head
-settings are applied by :func:`policies.openvla.run_checkpoint.adapt_base_model` (backbone, projector, LLM,
+settings are applied by :func:`policies.openvla.adapt.adapt_base_model` (backbone, projector, LLM,
 tokenizer and image normalization kept; heads kept when their shapes fit, else new).
 Resumed: the architecture and tokenizer come from the checkpoint, then its weights are loaded.
 """
@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
+from policies.openvla.adapt import load_base_model
 from policies.openvla.config import VLAConfig
 from policies.openvla.processor import VLAProcessor
-from policies.openvla.run_checkpoint import (ADAPTER_DIR, BASE_FILE, MODEL_FILE, backbone_state, build_model,
-                                             load_base_model, load_state_strict)
+from policies.openvla.run_format import ADAPTER_DIR, load_backbone
 from train.stats import PreparedData
 from train.train_config import TrainConfig
 
@@ -34,8 +34,9 @@ def base_dtype(cfg: TrainConfig, mixed_precision: str) -> torch.dtype:
     return torch.float32
 
 
-def build_fresh_model(cfg: TrainConfig, prepared: PreparedData,
-                      dtype: torch.dtype = torch.float32) -> tuple[Any, VLAProcessor]:
+def build_fresh_model(
+    cfg: TrainConfig, prepared: PreparedData, dtype: torch.dtype = torch.float32
+) -> tuple[Any, VLAProcessor]:
     """(VLA in train mode, processor) of a new run; the VLA's random weights depend only on ``cfg.seed``.
 
     ``dtype`` applies to a ``--base`` model (see :func:`base_dtype`); a fresh tiny model is float32.
@@ -61,22 +62,17 @@ def build_fresh_model(cfg: TrainConfig, prepared: PreparedData,
     return VLA(config).train(), VLAProcessor(config, tokenizer)
 
 
-def build_resumed_model(cfg: TrainConfig, ckpt: Path, raw: dict[str, Any],
-                        dtype: torch.dtype = torch.float32) -> tuple[Any, VLAProcessor]:
-    """(plain VLA with the checkpoint's full or backbone weights, processor) from a run checkpoint.
+def build_resumed_model(
+    cfg: TrainConfig, ckpt: Path, raw: dict[str, Any], dtype: torch.dtype = torch.float32
+) -> tuple[Any, VLAProcessor]:
+    """(plain VLA with the checkpoint's full or backbone weights, processor) from a run checkpoint
+    (``policies.openvla.run_format.load_backbone``, the loader inference uses too).
 
     LoRA weights and heads are loaded later by :func:`load_finetune_weights`, after :func:`wrap_for_finetune`.
     """
     config = VLAConfig.from_dict(raw["model"], where=f"{ckpt}/config.json model")
     processor = VLAProcessor.from_pretrained(ckpt)
-    if raw["finetune"] == "full":
-        model = build_model(config)
-        load_state_strict(model, ckpt / MODEL_FILE)
-    elif (ckpt / BASE_FILE).is_file():
-        model = build_model(config)
-        load_state_strict(model, ckpt / BASE_FILE, keys=backbone_state(model))
-    else:
-        model, _, _ = load_base_model(cfg.model.base, config, dtype=dtype)
+    model = load_backbone(ckpt, raw, config, dtype=dtype, base=cfg.model.base)
     return model.train(), processor
 
 
@@ -86,7 +82,9 @@ def wrap_for_finetune(cfg: TrainConfig, model: Any) -> Any:
     if cfg.finetune.mode == "lora":
         from policies.openvla.lora import apply_lora
 
-        model = apply_lora(model, r=cfg.finetune.lora_rank, alpha=cfg.finetune.lora_alpha, dropout=cfg.finetune.lora_dropout)
+        model = apply_lora(
+            model, r=cfg.finetune.lora_rank, alpha=cfg.finetune.lora_alpha, dropout=cfg.finetune.lora_dropout
+        )
     elif model.config.action_head == "l1":
         model.language_model.lm_head.requires_grad_(False)
     for param in model.parameters():  # master weights of everything trained stay float32 (bf16 autocast computes)
@@ -112,13 +110,15 @@ def load_finetune_weights(model: Any, ckpt: Path, finetune: str) -> None:
     load_heads(model, ckpt)
 
 
-def lr_lambda(schedule: str, steps: int, warmup: int, milestones: tuple[int, ...],
-              gamma: float) -> Callable[[int], float]:
+def lr_lambda(
+    schedule: str, steps: int, warmup: int, milestones: tuple[int, ...], gamma: float
+) -> Callable[[int], float]:
     """Multiplier of the peak lr for optimizer step k (0-based; ``LambdaLR.last_epoch`` = steps done).
 
     Warmup: (k + 1) / warmup for k < warmup. Then multistep: gamma ** #(milestones <= k); cosine:
     0.5 (1 + cos(pi (k - warmup) / (steps - warmup))); constant: 1.
     """
+
     def f(k: int) -> float:
         if k < warmup:
             return (k + 1) / warmup
@@ -139,5 +139,7 @@ def make_optimizer(cfg: TrainConfig, model: Any, milestones: tuple[int, ...]):
         raise ValueError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.optim.lr_schedule, cfg.optim.steps, cfg.optim.warmup_steps, milestones, cfg.optim.lr_gamma))
+        optimizer,
+        lr_lambda(cfg.optim.lr_schedule, cfg.optim.steps, cfg.optim.warmup_steps, milestones, cfg.optim.lr_gamma),
+    )
     return optimizer, scheduler, params

@@ -12,8 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from train.checkpointing import (CHECKPOINTS_DIR, ResumeError, check_resume_config, find_resume_checkpoint,
-                                 list_checkpoints, load_training_state, restore_rng)
+from train.checkpointing import (
+    CHECKPOINTS_DIR,
+    ResumeError,
+    check_resume_config,
+    find_resume_checkpoint,
+    list_checkpoints,
+    load_training_state,
+    restore_rng,
+)
 from train.train_config import TrainConfig
 
 
@@ -24,18 +31,22 @@ def resume_source(cfg: TrainConfig) -> tuple[Path | None, dict | None]:
         ResumeError: --resume without a checkpoint or with a config that changes the run; a run folder that
             already has checkpoints without --resume.
     """
-    from policies.openvla.run_checkpoint import read_checkpoint_config
+    from policies.openvla.run_format import read_checkpoint_config
 
     ckpt = find_resume_checkpoint(cfg.out)
     if not cfg.resume:
         existing = list_checkpoints(cfg.out / CHECKPOINTS_DIR)
         if existing:
-            raise ResumeError(f"{cfg.out}: already has checkpoints ({existing[-1][1].name} ...); pass --resume to "
-                              "continue this run, or choose another --out")
+            raise ResumeError(
+                f"{cfg.out}: already has checkpoints ({existing[-1][1].name} ...); pass --resume to "
+                "continue this run, or choose another --out"
+            )
         return None, None
     if ckpt is None:
-        raise ResumeError(f"--resume: no checkpoint at {cfg.out / CHECKPOINTS_DIR / 'last'}; nothing to resume "
-                          "(start without --resume)")
+        raise ResumeError(
+            f"--resume: no checkpoint at {cfg.out / CHECKPOINTS_DIR / 'last'}; nothing to resume "
+            "(start without --resume)"
+        )
     raw = read_checkpoint_config(ckpt)
     check_resume_config(raw.get("train", {}), cfg, ckpt)
     return ckpt, raw
@@ -48,19 +59,24 @@ def check_same_data(prepared: Any, ckpt: Path) -> None:
     saved = load_dataset_statistics(ckpt / "dataset_statistics.json")
     now = {prepared.unnorm_key: prepared.norm_stats.to_json()}
     if {k: v.to_json() for k, v in saved.items()} != now:
-        raise ResumeError(f"--resume from {ckpt}: the data folder's statistics (or unnorm_key) differ from the "
-                          "checkpoint's dataset_statistics.json; the episodes changed since the run started")
+        raise ResumeError(
+            f"--resume from {ckpt}: the data folder's statistics (or unnorm_key) differ from the "
+            "checkpoint's dataset_statistics.json; the episodes changed since the run started"
+        )
 
 
-def restore_training_state(ckpt: Path, optimizer: Any, scheduler: Any, accelerator: Any, num_samples: int,
-                           cfg: TrainConfig) -> int:
+def restore_training_state(
+    ckpt: Path, optimizer: Any, scheduler: Any, accelerator: Any, num_samples: int, cfg: TrainConfig
+) -> int:
     """Load optimizer / scheduler state (the lr follows the CURRENT schedule) and this process's RNG; return the
     step reached. Raises ResumeError on another process count, sample count or a finished run."""
     ts = load_training_state(ckpt)
     st = ts.state
     if st["world_size"] != accelerator.num_processes:
-        raise ResumeError(f"--resume from {ckpt}: it ran on {st['world_size']} process(es), now "
-                          f"{accelerator.num_processes}; the global batch and data order would change")
+        raise ResumeError(
+            f"--resume from {ckpt}: it ran on {st['world_size']} process(es), now "
+            f"{accelerator.num_processes}; the global batch and data order would change"
+        )
     if st["num_train_samples"] != num_samples:
         raise ResumeError(f"--resume from {ckpt}: {st['num_train_samples']} training samples then, {num_samples} now")
     if st["step"] > cfg.optim.steps:
@@ -81,10 +97,18 @@ def check_schedule_continuity(st: Mapping[str, Any], cfg: TrainConfig) -> None:
     """Warn when the new --steps changes the lr the finished steps were trained with (not an exact resume)."""
     from train.model_setup import lr_lambda
 
-    old = lr_lambda(cfg.optim.lr_schedule, st["steps"], cfg.optim.warmup_steps, tuple(st["lr_milestones"]), cfg.optim.lr_gamma)
-    new = lr_lambda(cfg.optim.lr_schedule, cfg.optim.steps, cfg.optim.warmup_steps, cfg.milestones(), cfg.optim.lr_gamma)
+    old = lr_lambda(
+        cfg.optim.lr_schedule, st["steps"], cfg.optim.warmup_steps, tuple(st["lr_milestones"]), cfg.optim.lr_gamma
+    )
+    new = lr_lambda(
+        cfg.optim.lr_schedule, cfg.optim.steps, cfg.optim.warmup_steps, cfg.milestones(), cfg.optim.lr_gamma
+    )
     changed = [k for k in range(int(st["step"])) if old(k) != new(k)]
     if changed:
-        warnings.warn(f"--steps {st['steps']} -> {cfg.optim.steps} changes the {cfg.optim.lr_schedule} lr schedule of steps "
-                      f"already trained (first: step {changed[0] + 1}); the resumed run continues with the new "
-                      "schedule but is not identical to an uninterrupted run", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"--steps {st['steps']} -> {cfg.optim.steps} changes the {cfg.optim.lr_schedule} lr schedule of steps "
+            f"already trained (first: step {changed[0] + 1}); the resumed run continues with the new "
+            "schedule but is not identical to an uninterrupted run",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -38,8 +38,10 @@ class ResumableBatchSampler:
             raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
         per_round = batch_size * world_size
         if num_samples < per_round:
-            raise ValueError(f"{num_samples} training samples cannot fill one global batch of batch_size {batch_size}"
-                             f" x {world_size} process(es) = {per_round}; lower --batch-size or add episodes")
+            raise ValueError(
+                f"{num_samples} training samples cannot fill one global batch of batch_size {batch_size}"
+                f" x {world_size} process(es) = {per_round}; lower --batch-size or add episodes"
+            )
         self.num_samples, self.batch_size, self.seed = int(num_samples), int(batch_size), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.batches_per_epoch = num_samples // per_round
@@ -54,12 +56,13 @@ class ResumableBatchSampler:
         out = []
         for i in range(start, self.batches_per_epoch):
             lo = (i * self.world_size + self.rank) * self.batch_size
-            out.append(perm[lo:lo + self.batch_size].tolist())
+            out.append(perm[lo : lo + self.batch_size].tolist())
         return out
 
 
-def iterate_batches(dataset: Any, sampler: ResumableBatchSampler, start: int,
-                    make_loader: Callable[[Any, list[list[int]]], Any]) -> Iterator[tuple[int, dict]]:
+def iterate_batches(
+    dataset: Any, sampler: ResumableBatchSampler, start: int, make_loader: Callable[[Any, list[list[int]]], Any]
+) -> Iterator[tuple[int, dict]]:
     """Endless ``(micro-batch index, batch)`` pairs from global micro-batch index ``start`` on.
 
     One DataLoader per epoch (``make_loader(dataset, batches)``), created after ``dataset.set_epoch(epoch)`` so
@@ -82,11 +85,12 @@ def augmentation_generator(seed: int, rank: int, micro_batch: int):
     return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
-def validation_batches(num_samples: int, batch_size: int, num_batches: int, seed: int, rank: int = 0,
-                       world_size: int = 1) -> list[list[int]]:
+def validation_batches(
+    num_samples: int, batch_size: int, num_batches: int, seed: int, rank: int = 0, world_size: int = 1
+) -> list[list[int]]:
     """The fixed validation batches of this process: the first ``num_batches`` batches of a seeded permutation
     (``default_rng([seed, -1 mod 2**32])``, spanning all val episodes), batch j going to process j % world_size.
     The last batch may be short when the val set is small; never empty."""
     perm = np.random.default_rng([int(seed), 2**32 - 1]).permutation(num_samples)
-    batches = [perm[i:i + batch_size].tolist() for i in range(0, num_samples, batch_size)][:num_batches]
+    batches = [perm[i : i + batch_size].tolist() for i in range(0, num_samples, batch_size)][:num_batches]
     return [b for j, b in enumerate(batches) if j % world_size == rank]

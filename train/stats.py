@@ -20,8 +20,6 @@ from policies.normalization import ArrayStats, NormStats, save_dataset_statistic
 from train.config import DataConfig
 from train.episodes import DatasetSummary, EpisodeDataError, EpisodeInfo, validate_episode_dir
 
-STATS_FILENAME = "dataset_statistics.json"
-
 
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
@@ -69,8 +67,10 @@ def split_episodes(episodes: Sequence[EpisodeInfo], cfg: DataConfig) -> tuple[li
     if cfg.val_episodes:
         missing = sorted(set(cfg.val_episodes) - set(present))
         if missing:
-            raise EpisodeDataError(f"{cfg.data_dir}: val_episodes {missing} not found: expected indices of "
-                                   f"episode_{{i}}.hdf5 files, got {present[:10]}{' ...' if len(present) > 10 else ''}")
+            raise EpisodeDataError(
+                f"{cfg.data_dir}: val_episodes {missing} not found: expected indices of "
+                f"episode_{{i}}.hdf5 files, got {present[:10]}{' ...' if len(present) > 10 else ''}"
+            )
         val_idx = set(cfg.val_episodes)
     elif cfg.val_fraction > 0:
         n_val = max(1, round(cfg.val_fraction * len(ordered)))
@@ -81,8 +81,10 @@ def split_episodes(episodes: Sequence[EpisodeInfo], cfg: DataConfig) -> tuple[li
     train = [e for e in ordered if e.index not in val_idx]
     val = [e for e in ordered if e.index in val_idx]
     if not train:
-        raise EpisodeDataError(f"{cfg.data_dir}: val_fraction={cfg.val_fraction} / val_episodes={cfg.val_episodes} "
-                               f"leaves no training episode: expected >= 1 of {len(ordered)}, got 0")
+        raise EpisodeDataError(
+            f"{cfg.data_dir}: val_fraction={cfg.val_fraction} / val_episodes={cfg.val_episodes} "
+            f"leaves no training episode: expected >= 1 of {len(ordered)}, got 0"
+        )
     return train, val
 
 
@@ -97,8 +99,12 @@ def _read_rows(episodes: Sequence[EpisodeInfo], key: str) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
-def compute_norm_stats(episodes: Sequence[EpisodeInfo], action_key: str = "action", use_proprio: bool = False,
-                       normalize_grippers: bool = False) -> NormStats:
+def compute_norm_stats(
+    episodes: Sequence[EpisodeInfo],
+    action_key: str = "action",
+    use_proprio: bool = False,
+    normalize_grippers: bool = False,
+) -> NormStats:
     """Statistics of every step of ``episodes``: ``action`` from ``action_key`` and, if ``use_proprio``, proprio.
 
     Both use :func:`normalization_mask` (the proprio gripper is in the same [-1, 1] scale as the action's).
@@ -112,8 +118,12 @@ def compute_norm_stats(episodes: Sequence[EpisodeInfo], action_key: str = "actio
     mask = normalization_mask(normalize_grippers)
     actions = _read_rows(episodes, action_key)
     proprio = ArrayStats.compute(_read_rows(episodes, "proprio"), mask) if use_proprio else None
-    return NormStats(action=ArrayStats.compute(actions, mask), proprio=proprio,
-                     num_transitions=int(actions.shape[0]), num_trajectories=len(episodes))
+    return NormStats(
+        action=ArrayStats.compute(actions, mask),
+        proprio=proprio,
+        num_transitions=int(actions.shape[0]),
+        num_trajectories=len(episodes),
+    )
 
 
 def derive_unnorm_key(summary: DatasetSummary, unnorm_key: str | None = None) -> str:
@@ -141,5 +151,11 @@ def prepare_data(cfg: DataConfig, stats_path: str | Path | None = None) -> Prepa
     path = None
     if stats_path is not None:
         path = save_dataset_statistics(stats_path, {key: stats})
-    return PreparedData(summary=summary, train_episodes=tuple(train), val_episodes=tuple(val), unnorm_key=key,
-                        norm_stats=stats, stats_path=path)
+    return PreparedData(
+        summary=summary,
+        train_episodes=tuple(train),
+        val_episodes=tuple(val),
+        unnorm_key=key,
+        norm_stats=stats,
+        stats_path=path,
+    )

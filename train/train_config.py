@@ -16,6 +16,20 @@ group, and so do config files: a YAML file holds flag names as keys (``--config 
     cameras: [head, left_wrist]
     model_overrides: {llm: {num_layers: 2}}     # YAML only: VLAConfig.replace(...) after the preset
 
+Model knobs: every knob is a field of ``policies.openvla.config.VLAConfig`` marked ``knob()`` there, with its
+docstring and its check; the model group is made from those marks (``_model_config_class``), so a new knob is one
+field in VLAConfig. ``--base`` keeps the base's vision towers, projector, LLM (with lm_head), tokenizer and image
+normalization; the action head / proprio projector / FiLM are kept when their shapes fit the new chunk/proprio
+settings, else freshly initialised. ``model_overrides`` (YAML or Python only) sets any VLAConfig field after the
+knobs, e.g. ``{llm: {num_layers: 2}}``.
+
+Optimisation: global batch = batch_size x grad_accum x processes (warned below 16). multistep multiplies the lr by
+lr_gamma at each milestone, as the seeds do (5e-4 -> 5e-5 at 40k of 50k); cosine decays to 0 after warmup;
+constant stays at lr after warmup. Compute: mixed_precision auto picks bf16 on a CUDA device that supports it and
+on a CPU where a measured probe (``vla doctor`` shows it) finds bf16 matmul faster than float32; otherwise float32.
+The run's statistics go to RUN/dataset_statistics.json and into every checkpoint; the model sees normalized
+actions/proprio. Runs on one device or under `accelerate launch` (DDP).
+
 Checkpoints record the same flat names (:meth:`TrainConfig.to_dict`), so a resume compares like with like; the
 flags renamed since (``eval_every`` -> ``bench_every``, ``eval_benchmark`` -> ``benchmark``) are read under their
 new names from older files and checkpoints (:data:`LEGACY_FLAGS`).
@@ -43,10 +57,26 @@ Device = Literal["auto", "cpu", "cuda"]
 MIN_GLOBAL_BATCH = 16
 """Global batches below this collapse to replaying one trajectory (RoboTwin's OpenVLA-OFT port warns so)."""
 
-RESUME_FREE_FIELDS = frozenset({
-    "out", "steps", "log_every", "save_every", "keep_last", "val_every", "val_batches", "bench_every", "benchmark",
-    "resume", "config", "wandb", "wandb_project", "num_workers", "threads", "progress",
-})
+RESUME_FREE_FIELDS = frozenset(
+    {
+        "out",
+        "steps",
+        "log_every",
+        "save_every",
+        "keep_last",
+        "val_every",
+        "val_batches",
+        "bench_every",
+        "benchmark",
+        "resume",
+        "config",
+        "wandb",
+        "wandb_project",
+        "num_workers",
+        "threads",
+        "progress",
+    }
+)
 """Flags that may differ between a run and its ``--resume``: everything else changes the run and is refused.
 ``steps`` may grow; the lr schedule follows the new ``steps`` (a warning says when that changes the lr of steps
 already done, e.g. default multistep milestones or cosine, so the result differs from an uninterrupted run)."""
@@ -63,15 +93,7 @@ def _int_at_least(owner: object, minimum: int, *names: str) -> None:
 
 @dataclasses.dataclass
 class _ModelBase:
-    """Model: the architecture preset (or an OpenVLA-format base checkpoint) and the knobs applied to it.
-
-    Every knob is a field of ``policies.openvla.config.VLAConfig`` marked ``knob()`` there, with its docstring and
-    its check: this group is made from those marks (:func:`_model_config_class`), so a new knob is one field in
-    VLAConfig. ``--base`` keeps the base's vision towers, projector, LLM (with lm_head), tokenizer and image
-    normalization; the action head / proprio projector / FiLM are kept when their shapes fit the new chunk/proprio
-    settings, else freshly initialised. ``model_overrides`` (YAML or Python only) sets any VLAConfig field after
-    the knobs, e.g. ``{llm: {num_layers: 2}}``.
-    """
+    """Model: the architecture preset (or an OpenVLA-format base checkpoint) and the knobs applied to it."""
 
     preset: Preset = "tiny"
     """Architecture preset: tiny (trains on a CPU) or openvla-7b; --base overrides it."""
@@ -90,8 +112,10 @@ class _ModelBase:
         if self.base is not None and not (self.base / "config.json").is_file():
             raise ValueError(f"base: {self.base} is not an OpenVLA-format checkpoint folder (no config.json there)")
         if self.base is not None and getattr(self, "image_size", None) is not None:
-            raise ValueError(f"image_size={self.image_size}: the input size of a --base checkpoint is fixed by its "
-                             "position embeddings; drop --image-size")
+            raise ValueError(
+                f"image_size={self.image_size}: the input size of a --base checkpoint is fixed by its "
+                "position embeddings; drop --image-size"
+            )
         known = {f.name for f in dataclasses.fields(VLAConfig)}
         unknown = sorted(set(self.model_overrides) - known)
         if unknown:
@@ -151,18 +175,14 @@ class FinetuneConfig:
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.mode!r}")
         _int_at_least(self, 1, "lora_rank")
         if self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_alpha must be > 0 and lora_dropout in [0, 1), got {self.lora_alpha}, "
-                             f"{self.lora_dropout}")
+            raise ValueError(
+                f"lora_alpha must be > 0 and lora_dropout in [0, 1), got {self.lora_alpha}, {self.lora_dropout}"
+            )
 
 
 @dataclasses.dataclass
 class OptimConfig:
-    """Optimisation: AdamW steps, batch and learning-rate schedule.
-
-    Global batch = batch_size x grad_accum x processes (warned below 16). multistep multiplies the lr by lr_gamma
-    at each milestone, as the seeds do (5e-4 -> 5e-5 at 40k of 50k); cosine decays to 0 after warmup; constant
-    stays at lr after warmup.
-    """
+    """Optimisation: AdamW steps, batch and learning-rate schedule."""
 
     steps: int = 5000
     """Optimizer steps to train for (a resumed run may raise it)."""
@@ -212,11 +232,7 @@ class OptimConfig:
 
 @dataclasses.dataclass
 class ComputeConfig:
-    """Compute: device, precision, threads and data-loading processes.
-
-    mixed_precision auto picks bf16 on a CUDA device that supports it and on a CPU where a measured probe
-    (``vla doctor`` shows it) finds bf16 matmul faster than float32; otherwise float32.
-    """
+    """Compute: device, precision, threads and data-loading processes."""
 
     mixed_precision: MixedPrecision = "auto"
     """no (float32), bf16 (autocast) or auto (bf16 only where this machine runs it faster)."""
@@ -269,23 +285,18 @@ class CadenceConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Fine-tune a VLA on an episode folder and write RUN/checkpoints/step_{N}/ (RUN/checkpoints/last -> newest).
-
-    Runs on one device or under `accelerate launch` (DDP). The model sees normalized actions/proprio; the
-    statistics go to RUN/dataset_statistics.json and into every checkpoint.
-    """
+    """Fine-tune a VLA on an episode folder and write RUN/checkpoints/step_{N}/ (RUN/checkpoints/last -> newest)."""
 
     data: Annotated[DataConfig, tyro.conf.arg(name="data")]
     out: Path
     """Run folder: checkpoints/, tensorboard/, metrics.jsonl, dataset_statistics.json."""
     model: Annotated[ModelConfig, tyro.conf.arg(name="model")] = dataclasses.field(default_factory=ModelConfig)
     finetune: Annotated[FinetuneConfig, tyro.conf.arg(name="fine-tuning")] = dataclasses.field(
-        default_factory=FinetuneConfig)
+        default_factory=FinetuneConfig
+    )
     optim: Annotated[OptimConfig, tyro.conf.arg(name="optimisation")] = dataclasses.field(default_factory=OptimConfig)
-    compute: Annotated[ComputeConfig, tyro.conf.arg(name="compute")] = dataclasses.field(
-        default_factory=ComputeConfig)
-    cadence: Annotated[CadenceConfig, tyro.conf.arg(name="cadence")] = dataclasses.field(
-        default_factory=CadenceConfig)
+    compute: Annotated[ComputeConfig, tyro.conf.arg(name="compute")] = dataclasses.field(default_factory=ComputeConfig)
+    cadence: Annotated[CadenceConfig, tyro.conf.arg(name="cadence")] = dataclasses.field(default_factory=CadenceConfig)
     seed: int = 0
     """Seed of the model init, episode split, sample order, instruction choice and augmentation."""
     resume: bool = False
@@ -353,8 +364,12 @@ class TrainConfig:
     def model_fields(self) -> dict[str, Any]:
         """The VLAConfig fields this run sets: those the data fixes (cameras, chunk size, proprio, normalization),
         then the model knobs, then ``model_overrides``."""
-        data = {"cameras": self.data.cameras, "chunk_size": self.data.chunk_size,
-                "proprio_dim": 14 if self.data.use_proprio else 0, "norm_mode": self.data.norm_mode}
+        data = {
+            "cameras": self.data.cameras,
+            "chunk_size": self.data.chunk_size,
+            "proprio_dim": 14 if self.data.use_proprio else 0,
+            "norm_mode": self.data.norm_mode,
+        }
         return {**data, **self.model.knobs()}
 
 
@@ -365,8 +380,13 @@ def parse_train_args(args: Sequence[str], prog: str = "vla train") -> TrainConfi
         FileNotFoundError / ValueError: an unreadable file or unknown key (before any parsing);
         SystemExit: tyro's usage errors (and --help).
     """
-    return parse_with_config(TrainConfig, args, prog, LEGACY_FLAGS,
-                             wrap=Annotated[tyro.conf.OmitArgPrefixes[TrainConfig], tyro.conf.arg(name="")])
+    return parse_with_config(
+        TrainConfig,
+        args,
+        prog,
+        LEGACY_FLAGS,
+        wrap=Annotated[tyro.conf.OmitArgPrefixes[TrainConfig], tyro.conf.arg(name="")],
+    )
 
 
 @dataclasses.dataclass

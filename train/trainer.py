@@ -11,8 +11,8 @@ DataLoader workers in the order of :mod:`train.sampler`, preprocessed + augmente
 generator seeded from (seed, rank, micro-batch index), forward under bf16 autocast when mixed precision is on,
 L1 (or token cross-entropy) on normalized actions; then clip, AdamW step, LambdaLR step. Every ``log_every``
 steps the metrics of :mod:`train.logging_utils` are logged; every ``val_every`` steps the fixed validation
-batches; every ``eval_every`` steps the optional evaluation hook; every ``save_every`` steps (and at the end) a
-checkpoint (:mod:`train.checkpointing`). ``--resume`` continues from ``RUN/checkpoints/last`` exactly.
+batches; every ``bench_every`` steps the optional simulator-benchmark hook; every ``save_every`` steps (and at the
+end) a checkpoint (:mod:`train.checkpointing`). ``--resume`` continues from ``RUN/checkpoints/last`` exactly.
 """
 
 from __future__ import annotations
@@ -29,15 +29,23 @@ import torch
 
 from envs.machine import resolve_precision
 from policies.normalization import NormStats, save_dataset_statistics
-from train.checkpointing import (CHECKPOINTS_DIR, ResumeError, TrainingState, capture_rng, checkpoint_config,
-                                 find_resume_checkpoint, remove_stale_temporaries, write_checkpoint)
+from train.checkpointing import (
+    CHECKPOINTS_DIR,
+    ResumeError,
+    TrainingState,
+    capture_rng,
+    checkpoint_config,
+    find_resume_checkpoint,
+    remove_stale_temporaries,
+    write_checkpoint,
+)
 from train.resume import check_same_data, restore_training_state, resume_source
 from train.train_config import MIN_GLOBAL_BATCH, TrainConfig
 
 PolicyParts = tuple[Any, Any, NormStats, dict]
 """(model in eval mode, VLAProcessor, NormStats, checkpoint-style config dict) -- as ``load_checkpoint_model``."""
 EvaluateFn = Callable[[int, Callable[[], PolicyParts]], Mapping[str, float]]
-"""``evaluate(step, policy_factory) -> {metric: value}``, logged under ``eval/``; main process only."""
+"""``evaluate(step, policy_factory) -> {metric: value}``, logged under ``bench/``; main process only."""
 METRIC_KEYS = ("loss", "curr_action_l1", "future_actions_l1")
 
 
@@ -82,7 +90,7 @@ class _Run:
 
 def run_train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> int:
     """``vla train``: train; 0, or 1 after printing a data / resume / checkpoint error to stderr."""
-    from policies.openvla.checkpoint import CheckpointError
+    from policies.openvla.weights import CheckpointError
     from train.episodes import EpisodeDataError
 
     try:
@@ -114,8 +122,9 @@ def train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> TrainResult:
     set_seed(cfg.seed)
     run = _setup(cfg, accelerator, ckpt, raw)
     if evaluate is None and cfg.cadence.bench_every and accelerator.is_main_process:
-        warnings.warn("eval_every is set but no evaluation hook was given; in-loop evaluation is skipped",
-                      stacklevel=2)
+        warnings.warn(
+            "bench_every is set but no benchmark hook was given; in-loop benchmarks are skipped", stacklevel=2
+        )
     return _loop(run, evaluate)
 
 
@@ -135,15 +144,25 @@ def _make_accelerator(cfg: TrainConfig):
     # benchmarks) may use another precision. The PartialState (process group) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.optim.grad_accum, cpu=use_cpu,
-                       step_scheduler_with_optimizer=False)
+    return Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=cfg.optim.grad_accum,
+        cpu=use_cpu,
+        step_scheduler_with_optimizer=False,
+    )
 
 
 def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -> _Run:
     from policies.openvla.lora import count_parameters
     from train.dataset import EpisodeDataset
-    from train.model_setup import (base_dtype, build_fresh_model, build_resumed_model, load_finetune_weights,
-                                   make_optimizer, wrap_for_finetune)
+    from train.model_setup import (
+        base_dtype,
+        build_fresh_model,
+        build_resumed_model,
+        load_finetune_weights,
+        make_optimizer,
+        wrap_for_finetune,
+    )
     from train.sampler import ResumableBatchSampler
     from train.stats import prepare_data
 
@@ -166,24 +185,43 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
     model, optimizer = accelerator.prepare(model, optimizer)
     train_ds = EpisodeDataset(dcfg, prepared.train_episodes, prepared.norm_stats)
     val_ds = EpisodeDataset(dcfg, prepared.val_episodes, prepared.norm_stats) if prepared.val_episodes else None
-    sampler = ResumableBatchSampler(len(train_ds), cfg.optim.batch_size, cfg.seed, accelerator.process_index,
-                                    accelerator.num_processes)
+    sampler = ResumableBatchSampler(
+        len(train_ds), cfg.optim.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes
+    )
     if accelerator.is_main_process:
         _warn_small_batch(cfg, accelerator.num_processes)
     start = 0
     if ckpt is not None:
         start = restore_training_state(ckpt, optimizer, scheduler, accelerator, len(train_ds), cfg)
-    data_info = {**_jsonable(dataclasses.asdict(dcfg)), "image_size": list(prepared.summary.image_size),
-                 "tasks": list(prepared.summary.tasks), "visual_quality": list(prepared.summary.visual_qualities),
-                 "train_episodes": [e.index for e in prepared.train_episodes],
-                 "val_episodes_used": [e.index for e in prepared.val_episodes]}
+    data_info = {
+        **_jsonable(dataclasses.asdict(dcfg)),
+        "image_size": list(prepared.summary.image_size),
+        "tasks": list(prepared.summary.tasks),
+        "visual_quality": list(prepared.summary.visual_qualities),
+        "train_episodes": [e.index for e in prepared.train_episodes],
+        "val_episodes_used": [e.index for e in prepared.val_episodes],
+    }
     if accelerator.is_main_process:
         save_dataset_statistics(cfg.out / "dataset_statistics.json", {prepared.unnorm_key: prepared.norm_stats})
         remove_stale_temporaries(cfg.out / CHECKPOINTS_DIR)
-    return _Run(cfg=cfg, accelerator=accelerator, model=model, processor=processor, optimizer=optimizer,
-                scheduler=scheduler, params=params, prepared=prepared, train_ds=train_ds, val_ds=val_ds,
-                sampler=sampler, data_info=data_info, milestones=milestones, start_step=start,
-                total_params=total, trainable_params=trainable)
+    return _Run(
+        cfg=cfg,
+        accelerator=accelerator,
+        model=model,
+        processor=processor,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        params=params,
+        prepared=prepared,
+        train_ds=train_ds,
+        val_ds=val_ds,
+        sampler=sampler,
+        data_info=data_info,
+        milestones=milestones,
+        start_step=start,
+        total_params=total,
+        trainable_params=trainable,
+    )
 
 
 def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -194,10 +232,13 @@ def _warn_small_batch(cfg: TrainConfig, processes: int) -> None:
     global_batch = cfg.optim.batch_size * cfg.optim.grad_accum * processes
     if global_batch < MIN_GLOBAL_BATCH:
         warnings.warn(
-            f"WARNING: global batch {global_batch} (batch_size {cfg.optim.batch_size} x grad_accum {cfg.optim.grad_accum} x "
-            f"{processes} process(es)) is below {MIN_GLOBAL_BATCH}: RoboTwin's OpenVLA-OFT port reports that such "
-            "runs collapse to replaying one trajectory whatever the policy sees; raise --grad-accum",
-            UserWarning, stacklevel=3)
+            f"WARNING: global batch {global_batch} (batch_size {cfg.optim.batch_size} x grad_accum "
+            f"{cfg.optim.grad_accum} x {processes} process(es)) is below {MIN_GLOBAL_BATCH}: RoboTwin's OpenVLA-OFT "
+            "port reports that such runs collapse to replaying one trajectory whatever the policy sees; raise "
+            "--grad-accum",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 # ---- loop ---------------------------------------------------------------------------------------------------
@@ -208,10 +249,21 @@ def _loop(run: _Run, evaluate: EvaluateFn | None) -> TrainResult:
 
     cfg, acc = run.cfg, run.accelerator
     main = acc.is_main_process
-    logger = RunLogger(cfg.out, enabled=main, wandb_project=cfg.cadence.wandb_project if cfg.cadence.wandb else None,
-                       config=cfg.to_dict(), start_step=run.start_step, run_name=cfg.out.name)
-    bar = tqdm(total=cfg.optim.steps, initial=run.start_step, disable=not (main and cfg.progress), desc="train",
-               dynamic_ncols=True)
+    logger = RunLogger(
+        cfg.out,
+        enabled=main,
+        wandb_project=cfg.cadence.wandb_project if cfg.cadence.wandb else None,
+        config=cfg.to_dict(),
+        start_step=run.start_step,
+        run_name=cfg.out.name,
+    )
+    bar = tqdm(
+        total=cfg.optim.steps,
+        initial=run.start_step,
+        disable=not (main and cfg.progress),
+        desc="train",
+        dynamic_ncols=True,
+    )
     batches = _batches(run)
     history: list[dict[str, float]] = []
     window = {"time": 0.0, "wait": 0.0, "steps": 0}
@@ -227,7 +279,7 @@ def _loop(run: _Run, evaluate: EvaluateFn | None) -> TrainResult:
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             final = step == cfg.optim.steps
             if step % cfg.cadence.log_every == 0 or final:
-                _log_train(run, logger, step, history[-window["steps"]:], window)
+                _log_train(run, logger, step, history[-window["steps"] :], window)
                 window = {"time": 0.0, "wait": 0.0, "steps": 0}
             if run.val_ds is not None and (step % cfg.cadence.val_every == 0 or final):
                 logger.log(step, _validate(run))
@@ -242,8 +294,13 @@ def _loop(run: _Run, evaluate: EvaluateFn | None) -> TrainResult:
         for dataset in (run.train_ds, run.val_ds):
             if dataset is not None:
                 dataset.close()
-    return TrainResult(run_dir=cfg.out, last_checkpoint=last, step=max(run.start_step, cfg.optim.steps), history=history,
-                       is_main_process=main)
+    return TrainResult(
+        run_dir=cfg.out,
+        last_checkpoint=last,
+        step=max(run.start_step, cfg.optim.steps),
+        history=history,
+        is_main_process=main,
+    )
 
 
 def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
@@ -253,15 +310,21 @@ def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
     pin = run.accelerator.device.type == "cuda"
 
     def make_loader(dataset, batch_lists):
-        return torch.utils.data.DataLoader(dataset, batch_sampler=batch_lists, num_workers=cfg.compute.num_workers,
-                                           collate_fn=dataset.collate_fn, pin_memory=pin,
-                                           generator=torch.Generator())  # never draws from the global RNG
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=batch_lists,
+            num_workers=cfg.compute.num_workers,
+            collate_fn=dataset.collate_fn,
+            pin_memory=pin,
+            generator=torch.Generator(),
+        )  # never draws from the global RNG
 
     return iterate_batches(run.train_ds, run.sampler, run.start_step * cfg.optim.grad_accum, make_loader)
 
 
-def model_inputs(batch: Mapping[str, Any], processor, train: bool, generator: torch.Generator | None,
-                 device: torch.device) -> dict[str, torch.Tensor]:
+def model_inputs(
+    batch: Mapping[str, Any], processor, train: bool, generator: torch.Generator | None, device: torch.device
+) -> dict[str, torch.Tensor]:
     """VLA.forward kwargs from a collated batch: images + instructions through the processor (augmented when
     ``train``), normalized actions, padding mask and proprio (with the processor's proprio noise when ``train``),
     all moved to ``device``."""
@@ -321,14 +384,16 @@ def _validate(run: _Run) -> dict[str, float]:
     from train.sampler import validation_batches
 
     cfg, acc = run.cfg, run.accelerator
-    lists = validation_batches(len(run.val_ds), cfg.optim.batch_size, cfg.cadence.val_batches, cfg.seed, acc.process_index,
-                               acc.num_processes)
+    lists = validation_batches(
+        len(run.val_ds), cfg.optim.batch_size, cfg.cadence.val_batches, cfg.seed, acc.process_index, acc.num_processes
+    )
     sums = torch.zeros(len(METRIC_KEYS) + 1, dtype=torch.float64)
     run.model.eval()
     try:
         if lists:
-            loader = torch.utils.data.DataLoader(run.val_ds, batch_sampler=lists, num_workers=0,
-                                                 collate_fn=run.val_ds.collate_fn)
+            loader = torch.utils.data.DataLoader(
+                run.val_ds, batch_sampler=lists, num_workers=0, collate_fn=run.val_ds.collate_fn
+            )
             for batch in loader:
                 out = run.model(**model_inputs(batch, run.processor, False, None, acc.device))
                 n = float(batch["actions"].shape[0])
@@ -342,9 +407,16 @@ def _validate(run: _Run) -> dict[str, float]:
 def _current_config(run: _Run, step: int) -> dict[str, Any]:
     model = run.accelerator.unwrap_model(run.model)
     vla = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return checkpoint_config(model_config=vla.config, cfg=run.cfg, data=run.data_info,
-                             unnorm_key=run.prepared.unnorm_key, finetune=run.cfg.finetune.mode, step=step,
-                             trainable_params=run.trainable_params, total_params=run.total_params)
+    return checkpoint_config(
+        model_config=vla.config,
+        cfg=run.cfg,
+        data=run.data_info,
+        unnorm_key=run.prepared.unnorm_key,
+        finetune=run.cfg.finetune.mode,
+        step=step,
+        trainable_params=run.trainable_params,
+        total_params=run.total_params,
+    )
 
 
 def _run_evaluate(run: _Run, evaluate: EvaluateFn, logger, step: int) -> None:
@@ -360,7 +432,7 @@ def _run_evaluate(run: _Run, evaluate: EvaluateFn, logger, step: int) -> None:
                 results = evaluate(step, factory)
         finally:
             run.model.train()
-        logger.log(step, {f"eval/{k}": float(v) for k, v in dict(results or {}).items()})
+        logger.log(step, {f"bench/{k}": float(v) for k, v in dict(results or {}).items()})
     acc.wait_for_everyone()
 
 
@@ -372,21 +444,35 @@ def _save(run: _Run, step: int) -> Path | None:
     target = None
     if acc.is_main_process:
         state = {
-            "step": step, "steps": cfg.optim.steps, "micro_batch": step * cfg.optim.grad_accum,
+            "step": step,
+            "steps": cfg.optim.steps,
+            "micro_batch": step * cfg.optim.grad_accum,
             "epoch": run.sampler.position(step * cfg.optim.grad_accum)[0],
             "samples_seen": step * cfg.optim.grad_accum * cfg.optim.batch_size * acc.num_processes,
-            "world_size": acc.num_processes, "seed": cfg.seed, "num_train_samples": len(run.train_ds),
-            "batches_per_epoch": run.sampler.batches_per_epoch, "lr_milestones": list(run.milestones),
-            "python_rng": [r["python"] for r in rngs], "numpy_rng": [r["numpy"] for r in rngs],
+            "world_size": acc.num_processes,
+            "seed": cfg.seed,
+            "num_train_samples": len(run.train_ds),
+            "batches_per_epoch": run.sampler.batches_per_epoch,
+            "lr_milestones": list(run.milestones),
+            "python_rng": [r["python"] for r in rngs],
+            "numpy_rng": [r["numpy"] for r in rngs],
         }
         rng = {"torch_cpu": torch.stack([r["torch_cpu"] for r in rngs])}
         if all("cuda" in r for r in rngs):
             rng["cuda"] = torch.stack([r["cuda"].cpu() for r in rngs])
-        training_state = TrainingState(optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
-                                       rng=rng, state=state)
+        training_state = TrainingState(
+            optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(), rng=rng, state=state
+        )
         config = _current_config(run, step)
-        target = write_checkpoint(cfg.out, step, model=acc.unwrap_model(run.model), processor=run.processor,
-                                  norm_stats={run.prepared.unnorm_key: run.prepared.norm_stats}, config=config,
-                                  training_state=training_state, keep_last=cfg.cadence.keep_last)
+        target = write_checkpoint(
+            cfg.out,
+            step,
+            model=acc.unwrap_model(run.model),
+            processor=run.processor,
+            norm_stats={run.prepared.unnorm_key: run.prepared.norm_stats},
+            config=config,
+            training_state=training_state,
+            keep_last=cfg.cadence.keep_last,
+        )
     acc.wait_for_everyone()
     return target if acc.is_main_process else find_resume_checkpoint(cfg.out)

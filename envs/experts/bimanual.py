@@ -24,7 +24,6 @@ def _rot2(yaw: float) -> np.ndarray:
 class LiftBarExpert(ScriptedExpert):
     """Both arms grasp the bar ``grasp_offset`` from its centre, close together, then lift in lock-step."""
 
-    task = "DualArmLiftBar-v1"
     lift_z = 0.20
     """TCP height (m) at the end of the lift (bar rests with its centre at 0.02 m)."""
 
@@ -41,7 +40,9 @@ class LiftBarExpert(ScriptedExpert):
         for arm, other in (("left", "right"), ("right", "left")):
             phases[arm] = [
                 Phase("above", lambda c, a=arm: wp([*grasp(c, a)[0], 0.10], grasp(c, a)[2]), steps=16),
-                Phase("descend", lambda c, a=arm: wp([*grasp(c, a)[0], grasp(c, a)[1]], grasp(c, a)[2]), steps=10, hold=1),
+                Phase(
+                    "descend", lambda c, a=arm: wp([*grasp(c, a)[0], grasp(c, a)[1]], grasp(c, a)[2]), steps=10, hold=1
+                ),
                 Phase("close", _keep(arm, CLOSED), steps=1, hold=6),
                 Phase("lift", _raise(arm, self.lift_z, CLOSED), steps=28, after=(other, "close")),
                 Phase("hold", _keep(arm, CLOSED), steps=1, hold=10),
@@ -52,7 +53,6 @@ class LiftBarExpert(ScriptedExpert):
 class PlaceShoeExpert(ScriptedExpert):
     """The arm on the shoe's side grasps it across the upper, turns it along the box and lowers it in."""
 
-    task = "DualArmPlaceShoe-v1"
     carry_z = 0.15
 
     def plan(self, state, proprio):
@@ -69,7 +69,7 @@ class PlaceShoeExpert(ScriptedExpert):
             return wp([*xy, pose[2] + gp[2] if z is None else z], grasp_yaw(yaw + np.pi / 2, symmetry=np.pi))
 
         def place(ctx, z):
-            # Turn the shoe so its heel-to-toe axis lies along world y (whichever of +/-y is nearer), centred in the box.
+            # Turn the shoe so its heel-to-toe axis lies along world y (the nearer of +/-y), centred in the box.
             _, yaw_now = shoe(ctx)
             target_yaw = np.pi / 2 if abs(wrap_angle(yaw_now - np.pi / 2)) <= np.pi / 2 else -np.pi / 2
             turn = float(wrap_angle(target_yaw - yaw_now))

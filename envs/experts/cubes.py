@@ -24,8 +24,6 @@ def _above(pos, z: float, yaw: float, grip: float = OPEN, **tilt) -> Waypoint:
 class PickCubeExpert(ScriptedExpert):
     """TwoRobotPickCube-v1: left picks the cube and sets it down mid-table; right picks it and holds it at the goal."""
 
-    task = "TwoRobotPickCube-v1"
-
     def plan(self, state, proprio):
         def cube(ctx):
             return _cube(ctx["state"], "cube_pose")
@@ -38,8 +36,13 @@ class PickCubeExpert(ScriptedExpert):
             Phase("above", lambda c: _above(cube(c)[0], APPROACH_Z, cube(c)[1]), steps=16),
             Phase("descend", lambda c: _above(cube(c)[0], cube(c)[0][2], cube(c)[1]), steps=10, hold=1),
             Phase("close", keep("left", CLOSED), steps=1, hold=5),
-            Phase("lift", lambda c: wp([c["target"]["left"].pos[0], c["target"]["left"].pos[1], 0.08],
-                                       c["target"]["left"].rpy[2], CLOSED), steps=8),
+            Phase(
+                "lift",
+                lambda c: wp(
+                    [c["target"]["left"].pos[0], c["target"]["left"].pos[1], 0.08], c["target"]["left"].rpy[2], CLOSED
+                ),
+                steps=8,
+            ),
             Phase("carry", lambda c: wp([hx, hy, 0.08], 0.0, CLOSED), steps=16),
             Phase("lower", lambda c: wp([hx, hy, 0.022], 0.0, CLOSED), steps=8, hold=1),
             Phase("release", keep("left", OPEN), steps=1, hold=4),
@@ -51,8 +54,15 @@ class PickCubeExpert(ScriptedExpert):
             Phase("over", lambda c: _above(cube(c)[0], APPROACH_Z, cube(c)[1]), steps=10, after=("left", "retreat")),
             Phase("descend", lambda c: _above(cube(c)[0], cube(c)[0][2], cube(c)[1]), steps=10, hold=1),
             Phase("close", keep("right", CLOSED), steps=1, hold=5),
-            Phase("lift", lambda c: wp([c["target"]["right"].pos[0], c["target"]["right"].pos[1], 0.10],
-                                       c["target"]["right"].rpy[2], CLOSED), steps=8),
+            Phase(
+                "lift",
+                lambda c: wp(
+                    [c["target"]["right"].pos[0], c["target"]["right"].pos[1], 0.10],
+                    c["target"]["right"].rpy[2],
+                    CLOSED,
+                ),
+                steps=8,
+            ),
             Phase("to_goal", lambda c: wp(np.asarray(c["state"]["goal_pos"], dtype=np.float64), 0.0, CLOSED), steps=22),
             Phase("hold", keep("right", CLOSED), steps=1, hold=12),
         ]
@@ -66,7 +76,6 @@ class StackCubeExpert(ScriptedExpert):
     (roll -0.4 rad) to set B down on the target's near half (within the 6 cm success radius).
     """
 
-    task = "TwoRobotStackCube-v1"
     place_dy = 0.015
     """Offset (m, +y) of B's drop point from the target centre, toward the right arm."""
 
@@ -92,16 +101,23 @@ class StackCubeExpert(ScriptedExpert):
             Phase("over_b", lambda c: _above(b(c)[0], 0.14, b(c)[1], CLOSED), steps=16, after=("right", "retreat")),
             Phase("lower", lambda c: _above(b(c)[0], b(c)[0][2] + 0.043, b(c)[1], CLOSED), steps=12, hold=2),
             Phase("release", keep("left", OPEN), steps=1, hold=4),
-            Phase("retreat", lambda c: wp(c["target"]["left"].pos + [0.0, 0.0, 0.08], c["target"]["left"].rpy[2], OPEN),
-                  steps=8),
+            Phase(
+                "retreat",
+                lambda c: wp(c["target"]["left"].pos + [0.0, 0.0, 0.08], c["target"]["left"].rpy[2], OPEN),
+                steps=8,
+            ),
             Phase("home", lambda c: home("left"), steps=10),
         ]
         right = [
             Phase("above", lambda c: _above(b(c)[0], APPROACH_Z, b(c)[1]), steps=16),
             Phase("descend", lambda c: _above(b(c)[0], b(c)[0][2], b(c)[1]), steps=10, hold=1),
             Phase("close", keep("right", CLOSED), steps=1, hold=5),
-            Phase("lift", lambda c: wp(c["target"]["right"].pos + [0.0, 0.0, 0.08], c["target"]["right"].rpy[2], CLOSED),
-                  steps=8, after=("left", "park")),
+            Phase(
+                "lift",
+                lambda c: wp(c["target"]["right"].pos + [0.0, 0.0, 0.08], c["target"]["right"].rpy[2], CLOSED),
+                steps=8,
+                after=("left", "park"),
+            ),
             Phase("carry", lambda c: _above(goal_xy(c), 0.10, 0.0, CLOSED, roll=-0.4), steps=20),
             Phase("lower", lambda c: _above(goal_xy(c), 0.024, 0.0, CLOSED, roll=-0.4), steps=10, hold=1),
             Phase("release", keep("right", OPEN), steps=1, hold=4),

@@ -13,12 +13,22 @@ import numpy as np
 import torch
 from mani_skill.sensors.camera import CameraConfig
 from mani_skill.utils import sapien_utils
+from mani_skill.utils.registration import register_env
 
 HEAD_EYE, HEAD_TARGET, HEAD_FOV_DEG = (0.30, 0.0, 0.60), (-0.12, 0.0, 0.0), 75.0
 """Head camera: above the table's front edge looking down at the shared workspace (m, m, degrees)."""
 LOW_EYE, LOW_TARGET, LOW_FOV_DEG = (0.50, 0.0, 0.22), (-0.10, 0.0, 0.10), 65.0
 """Low camera: near table height in front of the workspace, looking across it."""
 CAMERA_NEAR, CAMERA_FAR = 0.01, 10.0
+
+
+def register_task(name: str):
+    """Class decorator: ManiSkill's ``register_env`` with the id and step limit of ``envs.specs.TASKS[name]``."""
+    from envs.specs import get_task
+
+    spec = get_task(name)
+    return register_env(spec.env_id, max_episode_steps=spec.max_episode_steps)
+
 
 WRIST_CAMERAS: dict[str, int] = {"left_wrist": 0, "right_wrist": 1}
 """Wrist camera name -> index of the agent whose ``hand_camera`` it is."""
@@ -92,9 +102,3 @@ class DualArmCamerasMixin:
     def instruction_fields(self) -> list[dict[str, str]]:
         """Per sub-env values for ``{placeholders}`` in instruction templates (default: none)."""
         return [{} for _ in range(self.num_envs)]
-
-
-def yaw_of(quat_wxyz: torch.Tensor) -> torch.Tensor:
-    """Rotation about world z (rad) of quaternions (B, 4) in (w, x, y, z) order, for z-up objects."""
-    w, x, y, z = quat_wxyz.unbind(-1)
-    return torch.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))

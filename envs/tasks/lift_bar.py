@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import sapien
 import torch
-from mani_skill.utils.registration import register_env
 
+from envs.tasks.common import register_task
 from envs.tasks.table import DualArmTableTask, color, pose_from
 
 
-@register_env("DualArmLiftBar-v1", max_episode_steps=150)
+@register_task("DualArmLiftBar-v1")
 class DualArmLiftBar(DualArmTableTask):
     """A 44 x 4 x 4 cm bar lies across the table between the arms (long axis along world y, +/-15 deg yaw).
 
@@ -36,12 +36,17 @@ class DualArmLiftBar(DualArmTableTask):
     def _load_objects(self, options: dict) -> None:
         builder = self.scene.create_actor_builder()
         builder.add_box_collision(half_size=self.half_size, density=self.density)
-        builder.add_box_visual(half_size=self.half_size, material=sapien.render.RenderMaterial(base_color=color((230, 160, 30))))
+        builder.add_box_visual(
+            half_size=self.half_size, material=sapien.render.RenderMaterial(base_color=color((230, 160, 30)))
+        )
         # Dark end caps show which end is which in the images.
         for sign in (-1.0, 1.0):
             cap = sapien.Pose(p=[0.0, sign * (self.half_size[1] - 0.015), 0.0])
-            builder.add_box_visual(pose=cap, half_size=(0.0205, 0.015, 0.0205),
-                                   material=sapien.render.RenderMaterial(base_color=color((60, 60, 70))))
+            builder.add_box_visual(
+                pose=cap,
+                half_size=(0.0205, 0.015, 0.0205),
+                material=sapien.render.RenderMaterial(base_color=color((60, 60, 70))),
+            )
         builder.initial_pose = sapien.Pose(p=[0, 0, self.half_size[2]])
         self.bar = builder.build(name="bar")
 
@@ -86,4 +91,3 @@ class DualArmLiftBar(DualArmTableTask):
         if "state" in self.obs_mode:
             obs["bar_pose"] = self.bar.pose.raw_pose
         return obs
-

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import sapien
 import torch
-from mani_skill.utils.registration import register_env
 
+from envs.tasks.common import register_task
 from envs.tasks.table import DualArmTableTask, color, pose_from
 
 # Shoe parts in the shoe frame (x = heel-to-toe, y = width, z = up; origin at the bounding-box centre), metres.
@@ -26,7 +26,7 @@ BOX_INNER_HALF = (0.06, 0.13)
 BOX_WALL, BOX_HEIGHT, BOX_FLOOR = 0.01, 0.05, 0.005
 
 
-@register_env("DualArmPlaceShoe-v1", max_episode_steps=150)
+@register_task("DualArmPlaceShoe-v1")
 class DualArmPlaceShoe(DualArmTableTask):
     """**Randomizations:** side (left/right, p = 0.5), shoe x in [-0.06, 0.06] m, |y| in [0.27, 0.32] m on that
     side, heel-to-toe axis along world +y rotated by [-25, 25] deg; box centre x in [-0.04, 0.04] m, y = 0.
@@ -41,7 +41,9 @@ class DualArmPlaceShoe(DualArmTableTask):
         for name, (pos, half) in zip(("sole", "upper", "toe"), (SOLE, UPPER, TOE)):
             pose = sapien.Pose(p=list(pos))
             shoe.add_box_collision(pose=pose, half_size=half, density=300.0)
-            shoe.add_box_visual(pose=pose, half_size=half, material=sapien.render.RenderMaterial(base_color=color(colours[name])))
+            shoe.add_box_visual(
+                pose=pose, half_size=half, material=sapien.render.RenderMaterial(base_color=color(colours[name]))
+            )
         shoe.initial_pose = sapien.Pose(p=[0.0, 0.3, SHOE_HALF_HEIGHT])
         self.shoe = shoe.build(name="shoe")
 
@@ -50,7 +52,9 @@ class DualArmPlaceShoe(DualArmTableTask):
         hx, hy = BOX_INNER_HALF
         parts = [((0.0, 0.0, BOX_FLOOR / 2), (hx + BOX_WALL, hy + BOX_WALL, BOX_FLOOR / 2))]
         for sx in (-1, 1):
-            parts.append(((sx * (hx + BOX_WALL / 2), 0.0, BOX_HEIGHT / 2), (BOX_WALL / 2, hy + BOX_WALL, BOX_HEIGHT / 2)))
+            parts.append(
+                ((sx * (hx + BOX_WALL / 2), 0.0, BOX_HEIGHT / 2), (BOX_WALL / 2, hy + BOX_WALL, BOX_HEIGHT / 2))
+            )
         for sy in (-1, 1):
             parts.append(((0.0, sy * (hy + BOX_WALL / 2), BOX_HEIGHT / 2), (hx, BOX_WALL / 2, BOX_HEIGHT / 2)))
         for pos, half in parts:

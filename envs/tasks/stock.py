@@ -10,12 +10,11 @@ from __future__ import annotations
 import torch
 from mani_skill.envs.tasks.tabletop.two_robot_pick_cube import TwoRobotPickCube
 from mani_skill.envs.tasks.tabletop.two_robot_stack_cube import TwoRobotStackCube
-from mani_skill.utils.registration import register_env
 
-from envs.tasks.common import DualArmCamerasMixin
+from envs.tasks.common import DualArmCamerasMixin, register_task
 
 
-@register_env("vla/TwoRobotPickCube-v1", max_episode_steps=200)
+@register_task("TwoRobotPickCube-v1")
 class VLATwoRobotPickCube(DualArmCamerasMixin, TwoRobotPickCube):
     """TwoRobotPickCube-v1: the left arm hands a 4 cm cube over, the right arm lifts it to a goal sphere.
 
@@ -30,7 +29,7 @@ class VLATwoRobotPickCube(DualArmCamerasMixin, TwoRobotPickCube):
         }
 
 
-@register_env("vla/TwoRobotStackCube-v1", max_episode_steps=250)
+@register_task("TwoRobotStackCube-v1")
 class VLATwoRobotStackCube(DualArmCamerasMixin, TwoRobotStackCube):
     """TwoRobotStackCube-v1: cube B goes onto the target region, cube A is stacked on it, both released.
 

@@ -22,21 +22,31 @@ from typing import Any
 import torch
 
 from envs.layout import CAMERAS
-from policies.normalization import load_dataset_statistics, select_unnorm_key
+from policies.normalization import select_unnorm_key
 from policies.openvla.check_config import CheckCheckpointConfig
 
 INPUTS = ("images", "pixel_values", "input_ids", "attention_mask", "proprio_raw", "proprio")
 
 
 def _load(cfg: CheckCheckpointConfig, ref: dict[str, torch.Tensor]):
-    from policies.openvla.checkpoint import NATIVE_FORMAT, from_openvla_checkpoint, load_vla
+    """(plain VLA, processor, {unnorm_key: NormStats}) of an OpenVLA-format folder or a `vla train` checkpoint
+    (LoRA adapters merged, so both give the same module)."""
+    from policies.openvla.openvla_format import from_openvla_checkpoint
+    from policies.openvla.run_format import RUN_CHECKPOINT_FORMAT, load_checkpoint_model
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
-    raw = json.loads((cfg.checkpoint / "config.json").read_text()) if (cfg.checkpoint / "config.json").is_file() else {}
-    if raw.get("format") == NATIVE_FORMAT:
-        model, processor = load_vla(cfg.checkpoint, dtype=dtype, device=cfg.device)
-        stats_path = cfg.checkpoint / "dataset_statistics.json"
-        return model, processor, load_dataset_statistics(stats_path) if stats_path.is_file() else {}
+    config_file = cfg.checkpoint / "config.json"
+    if not config_file.is_file() and not (cfg.checkpoint / "checkpoints" / "last" / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{config_file}: not found (expected an OpenVLA-format folder or a `vla train` "
+            "checkpoint: RUN/checkpoints/step_N, RUN/checkpoints/last or RUN)"
+        )
+    raw = json.loads(config_file.read_text()) if config_file.is_file() else {"format": RUN_CHECKPOINT_FORMAT}
+    if raw.get("format") == RUN_CHECKPOINT_FORMAT:
+        model, processor, stats, run_raw = load_checkpoint_model(
+            cfg.checkpoint, device=cfg.device, dtype=dtype, merge=True
+        )
+        return model, processor, {run_raw["unnorm_key"]: stats}
     overrides: dict[str, Any] = {"center_crop": False}
     if "pixel_values" in ref:
         overrides["cameras"] = CAMERAS[: ref["pixel_values"].shape[1] // 6]
@@ -51,7 +61,7 @@ def oft_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, n_slots: i
     ids = torch.cat([input_ids, torch.full((b, n_slots), placeholder), torch.full((b, 1), stop)], dim=1)
     mask = torch.cat([attention_mask, torch.ones(b, n_slots + 1, dtype=attention_mask.dtype)], dim=1)
     action_mask = torch.zeros_like(ids)
-    action_mask[:, input_ids.shape[1]: input_ids.shape[1] + n_slots] = 1
+    action_mask[:, input_ids.shape[1] : input_ids.shape[1] + n_slots] = 1
     return ids, mask, action_mask
 
 
@@ -73,20 +83,35 @@ def compute_outputs(model, processor, stats, ref: dict[str, torch.Tensor], meta:
     out["projected_patch_embeddings"] = model.embed_images(pv)
     if "discrete_token_ids" in ref or "logits_last" in ref:
         n = ref["discrete_token_ids"].shape[1] if "discrete_token_ids" in ref else 1
-        gen = model.generate_action_tokens(pv[:, : model.config.channels_per_view], ids, mask, proprio=None,
-                                           n_tokens=n, restrict_to_actions=False, return_logits=True)
+        gen = model.generate_action_tokens(
+            pv[:, : model.config.channels_per_view],
+            ids,
+            mask,
+            proprio=None,
+            n_tokens=n,
+            restrict_to_actions=False,
+            return_logits=True,
+        )
         top2 = gen["logits"].topk(2, dim=-1).values
-        normalized = token_ids_to_actions(gen["token_ids"], model.config.n_action_bins, model.config.action_token_end_id)
-        out.update(logits_last=gen["logits"][:, 0], discrete_token_ids=gen["token_ids"],
-                   discrete_actions_normalized=normalized, discrete_greedy_margins=top2[..., 0] - top2[..., 1])
+        normalized = token_ids_to_actions(
+            gen["token_ids"], model.config.n_action_bins, model.config.action_token_end_id
+        )
+        out.update(
+            logits_last=gen["logits"][:, 0],
+            discrete_token_ids=gen["token_ids"],
+            discrete_actions_normalized=normalized,
+            discrete_greedy_margins=top2[..., 0] - top2[..., 1],
+        )
         if key is not None:  # original OpenVLA: always q01/q99 and no +1e-8
             out["discrete_actions"] = torch.from_numpy(
-                stats[key].action.unnormalize(normalized.cpu().numpy(), "bounds_q99", eps=0.0))
+                stats[key].action.unnormalize(normalized.cpu().numpy(), "bounds_q99", eps=0.0)
+            )
     if model.action_head is not None and ("oft_action_hidden_states" in ref or "oft_actions_normalized" in ref):
         n_slots = model.config.n_action_slots
         llm = model.config.llm
         out["oft_input_ids"], out["oft_attention_mask"], out["oft_action_token_mask"] = oft_inputs(
-            ref["input_ids"], ref["attention_mask"], n_slots, llm.bos_token_id, llm.eos_token_id)
+            ref["input_ids"], ref["attention_mask"], n_slots, llm.bos_token_id, llm.eos_token_id
+        )
         proprio = ref["proprio"].to(dev) if model.proprio_projector is not None else None
         hidden = model.action_hidden_states(pv, ids, mask, proprio)
         actions = model.action_head(hidden)

@@ -14,10 +14,9 @@ class CheckCheckpointConfig:
     """Load a checkpoint, run the stored reference inputs, print max |diff| for every stored output."""
 
     checkpoint: Positional[Path]
-    """Checkpoint directory (OpenVLA format with optional OFT head files, or this project's native format)."""
+    """OpenVLA-format folder (with optional OFT head files) or a `vla train` checkpoint (step_N, last or RUN)."""
     reference: Path
-    """reference_io.safetensors with inputs and outputs of the original code (a sibling .json with the same
-    stem supplies unnorm_key and the normalization type when present)."""
+    """reference_io.safetensors with inputs and outputs of the original code (a sibling .json adds unnorm_key)."""
     atol: float = 1e-5
     """Absolute tolerance for float outputs; token ids and rebuilt id tensors must match exactly."""
     dtype: Literal["float32", "bfloat16"] = "float32"

@@ -108,9 +108,15 @@ class LLMSpec:
 
     def __post_init__(self) -> None:
         _positive(
-            "LLMSpec", hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
-            num_kv_heads=self.num_kv_heads, intermediate_size=self.intermediate_size, vocab_size=self.vocab_size,
-            max_position_embeddings=self.max_position_embeddings, rms_norm_eps=self.rms_norm_eps,
+            "LLMSpec",
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            intermediate_size=self.intermediate_size,
+            vocab_size=self.vocab_size,
+            max_position_embeddings=self.max_position_embeddings,
+            rms_norm_eps=self.rms_norm_eps,
             rope_theta=self.rope_theta,
         )
         if self.hidden_size % self.num_heads:
@@ -196,14 +202,24 @@ class VLAConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cameras", tuple(self.cameras))
-        _positive("VLAConfig", image_size=self.image_size, patch_size=self.patch_size, chunk_size=self.chunk_size,
-                  action_dim=self.action_dim, crop_scale=self.crop_scale)
+        _positive(
+            "VLAConfig",
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            chunk_size=self.chunk_size,
+            action_dim=self.action_dim,
+            crop_scale=self.crop_scale,
+        )
         self._check_choices()
         if self.image_size % self.patch_size:
-            raise ValueError(f"VLAConfig.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"VLAConfig.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.uses_dino and self.dino.mlp_dim % self.dino.width:
-            raise ValueError(f"VLAConfig.dino.mlp_dim {self.dino.mlp_dim} must be a multiple of width "
-                             f"{self.dino.width} (transformers' Dinov2 takes an integer mlp_ratio)")
+            raise ValueError(
+                f"VLAConfig.dino.mlp_dim {self.dino.mlp_dim} must be a multiple of width "
+                f"{self.dino.width} (transformers' Dinov2 takes an integer mlp_ratio)"
+            )
         if not 1 <= len(self.cameras) <= 4:
             raise ValueError(f"VLAConfig.cameras must name 1-4 views, got {self.cameras}")
         unknown = [c for c in self.cameras if c not in CAMERAS]
@@ -216,19 +232,26 @@ class VLAConfig:
         if not (self.proprio_noise >= 0 and math.isfinite(self.proprio_noise)):
             raise ValueError(f"VLAConfig.proprio_noise must be a finite std >= 0, got {self.proprio_noise}")
         if self.action_head_blocks < 0 or (self.action_head_hidden is not None and self.action_head_hidden <= 0):
-            raise ValueError(f"VLAConfig.action_head_blocks={self.action_head_blocks} / action_head_hidden="
-                             f"{self.action_head_hidden} must be >= 0 / > 0")
+            raise ValueError(
+                f"VLAConfig.action_head_blocks={self.action_head_blocks} / action_head_hidden="
+                f"{self.action_head_hidden} must be >= 0 / > 0"
+            )
         self._check_token_ids()
         n_tokens = 1 + len(self.cameras) * self.num_patches_per_view + 64 + self.chunk_size * self.action_dim
         if n_tokens > self.llm.max_position_embeddings:
-            raise ValueError(f"VLAConfig: sequence of ~{n_tokens} tokens exceeds llm.max_position_embeddings "
-                             f"{self.llm.max_position_embeddings}")
+            raise ValueError(
+                f"VLAConfig: sequence of ~{n_tokens} tokens exceeds llm.max_position_embeddings "
+                f"{self.llm.max_position_embeddings}"
+            )
 
     def _check_choices(self) -> None:
         choices = {
-            "vision_backbone": ("dinosiglip", "dinov2", "siglip"), "projector": ("auto", "fused-gelu-mlp", "gelu-mlp"),
-            "action_head": ("l1", "tokens"), "token_decoding": ("autoregressive", "parallel"),
-            "norm_mode": NORM_MODES, "attn_implementation": ("sdpa", "eager"),
+            "vision_backbone": ("dinosiglip", "dinov2", "siglip"),
+            "projector": ("auto", "fused-gelu-mlp", "gelu-mlp"),
+            "action_head": ("l1", "tokens"),
+            "token_decoding": ("autoregressive", "parallel"),
+            "norm_mode": NORM_MODES,
+            "attn_implementation": ("sdpa", "eager"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -240,21 +263,18 @@ class VLAConfig:
         if not self.n_action_bins <= self.action_token_end_id <= self.llm.vocab_size:
             raise ValueError(
                 f"VLAConfig.action_token_end_id {self.action_token_end_id} must lie in [n_action_bins="
-                f"{self.n_action_bins}, llm.vocab_size={self.llm.vocab_size}]")
+                f"{self.n_action_bins}, llm.vocab_size={self.llm.vocab_size}]"
+            )
         if self.empty_token_id is not None and not 0 <= self.empty_token_id < self.llm.vocab_size:
-            raise ValueError(f"VLAConfig.empty_token_id {self.empty_token_id} outside the vocabulary "
-                             f"[0, {self.llm.vocab_size})")
+            raise ValueError(
+                f"VLAConfig.empty_token_id {self.empty_token_id} outside the vocabulary [0, {self.llm.vocab_size})"
+            )
 
     # ---- derived quantities -------------------------------------------------------------------------------
     @property
     def uses_dino(self) -> bool:
         """True when a DINOv2 featurizer is part of the vision tower."""
         return self.vision_backbone in ("dinosiglip", "dinov2")
-
-    @property
-    def uses_siglip(self) -> bool:
-        """True when a SigLIP featurizer is part of the vision tower."""
-        return self.vision_backbone in ("dinosiglip", "siglip")
 
     @property
     def featurizers(self) -> tuple[tuple[str, str, VisionSpec], ...]:
@@ -305,7 +325,7 @@ class VLAConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "VLAConfig") -> "VLAConfig":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "VLAConfig") -> VLAConfig:
         """Build from :meth:`to_dict` output (or a partial dict: absent fields keep their defaults).
 
         Raises:
@@ -313,7 +333,7 @@ class VLAConfig:
         """
         return _build(cls, data, where)
 
-    def replace(self, **overrides: Any) -> "VLAConfig":
+    def replace(self, **overrides: Any) -> VLAConfig:
         """Copy with fields replaced; nested specs accept a dict of their fields (e.g. ``llm={"num_layers": 2}``)."""
         merged = self.to_dict()
         for key, value in overrides.items():
@@ -350,13 +370,29 @@ def pad_vocab(n_tokens: int, multiple: int = 64) -> int:
 
 TINY_VIT = VisionSpec(width=192, depth=4, heads=3, mlp_dim=768, registers=4)
 TINY_SIGLIP = VisionSpec(width=192, depth=4, heads=3, mlp_dim=768, registers=0)
-TINY_LLM = LLMSpec(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4, intermediate_size=512,
-                   vocab_size=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+TINY_LLM = LLMSpec(
+    hidden_size=256,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=4,
+    intermediate_size=512,
+    vocab_size=1024,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 
 PRESETS: dict[str, VLAConfig] = {
     "openvla-7b": VLAConfig(),
-    "tiny": VLAConfig(dino=TINY_VIT, siglip=TINY_SIGLIP, image_size=128, patch_size=16, llm=TINY_LLM,
-                      action_token_end_id=1024, empty_token_id=None),
+    "tiny": VLAConfig(
+        dino=TINY_VIT,
+        siglip=TINY_SIGLIP,
+        image_size=128,
+        patch_size=16,
+        llm=TINY_LLM,
+        action_token_end_id=1024,
+        empty_token_id=None,
+    ),
 }
 
 

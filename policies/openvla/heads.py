@@ -122,8 +122,9 @@ class FiLM(nn.Module):
 
     def forward(self, language: torch.Tensor) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
         """(B, D_llm) mean language embedding -> featurizer name -> [(gamma, beta) per block], each (B, width)."""
-        return {name: [(blk.scale(language), blk.shift(language)) for blk in blocks]
-                for name, blocks in self.layers.items()}
+        return {
+            name: [(blk.scale(language), blk.shift(language)) for blk in blocks] for name, blocks in self.layers.items()
+        }
 
 
 # ---- discretized action tokens (openvla ``prismatic/vla/action_tokenizer.py``) --------------------------------

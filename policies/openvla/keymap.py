@@ -34,40 +34,59 @@ def _same(ov: str, ours: str) -> Rule:
 
 
 def _dino_rules(ov: str, us: str, depth: int) -> list[Rule]:
-    rules = [_same(f"{ov}cls_token", f"{us}embeddings.cls_token"),
-             _same(f"{ov}reg_token", f"{us}embeddings.register_tokens"),
-             Rule((f"{ov}pos_embed",), (f"{us}embeddings.position_embeddings",), "pos_cls")]
-    rules += [_same(f"{ov}patch_embed.proj.{p}", f"{us}embeddings.patch_embeddings.projection.{p}") for p in ("weight", "bias")]
+    rules = [
+        _same(f"{ov}cls_token", f"{us}embeddings.cls_token"),
+        _same(f"{ov}reg_token", f"{us}embeddings.register_tokens"),
+        Rule((f"{ov}pos_embed",), (f"{us}embeddings.position_embeddings",), "pos_cls"),
+    ]
+    rules += [
+        _same(f"{ov}patch_embed.proj.{p}", f"{us}embeddings.patch_embeddings.projection.{p}")
+        for p in ("weight", "bias")
+    ]
     for i in range(depth):
         b, lay = f"{ov}blocks.{i}.", f"{us}encoder.layer.{i}."
         for p in ("weight", "bias"):
-            rules += [_same(f"{b}norm1.{p}", f"{lay}norm1.{p}"), _same(f"{b}norm2.{p}", f"{lay}norm2.{p}"),
-                      Rule((f"{b}attn.qkv.{p}",), tuple(f"{lay}attention.{x}_proj.{p}" for x in "qkv"), "split3"),
-                      _same(f"{b}attn.proj.{p}", f"{lay}attention.o_proj.{p}"),
-                      _same(f"{b}mlp.fc1.{p}", f"{lay}mlp.fc1.{p}"), _same(f"{b}mlp.fc2.{p}", f"{lay}mlp.fc2.{p}")]
-        rules += [_same(f"{b}ls1.scale_factor", f"{lay}layer_scale1.lambda1"),
-                  _same(f"{b}ls2.scale_factor", f"{lay}layer_scale2.lambda1")]
+            rules += [
+                _same(f"{b}norm1.{p}", f"{lay}norm1.{p}"),
+                _same(f"{b}norm2.{p}", f"{lay}norm2.{p}"),
+                Rule((f"{b}attn.qkv.{p}",), tuple(f"{lay}attention.{x}_proj.{p}" for x in "qkv"), "split3"),
+                _same(f"{b}attn.proj.{p}", f"{lay}attention.o_proj.{p}"),
+                _same(f"{b}mlp.fc1.{p}", f"{lay}mlp.fc1.{p}"),
+                _same(f"{b}mlp.fc2.{p}", f"{lay}mlp.fc2.{p}"),
+            ]
+        rules += [
+            _same(f"{b}ls1.scale_factor", f"{lay}layer_scale1.lambda1"),
+            _same(f"{b}ls2.scale_factor", f"{lay}layer_scale2.lambda1"),
+        ]
     rules += [_same(f"{ov}norm.{p}", f"{us}layernorm.{p}") for p in ("weight", "bias")]
     return rules
 
 
 def _siglip_rules(ov: str, us: str, depth: int) -> list[Rule]:
-    rules = [Rule((f"{ov}pos_embed",), (f"{us}embeddings.position_embedding.weight",), "pos_flat"),
-             _same(f"{ov}attn_pool.latent", f"{us}head.probe")]
+    rules = [
+        Rule((f"{ov}pos_embed",), (f"{us}embeddings.position_embedding.weight",), "pos_flat"),
+        _same(f"{ov}attn_pool.latent", f"{us}head.probe"),
+    ]
     for p in ("weight", "bias"):
-        rules += [_same(f"{ov}patch_embed.proj.{p}", f"{us}embeddings.patch_embedding.{p}"),
-                  _same(f"{ov}norm.{p}", f"{us}post_layernorm.{p}"),
-                  Rule((f"{ov}attn_pool.q.{p}", f"{ov}attn_pool.kv.{p}"), (f"{us}head.attention.in_proj_{p}",), "cat"),
-                  _same(f"{ov}attn_pool.proj.{p}", f"{us}head.attention.out_proj.{p}"),
-                  _same(f"{ov}attn_pool.norm.{p}", f"{us}head.layernorm.{p}"),
-                  _same(f"{ov}attn_pool.mlp.fc1.{p}", f"{us}head.mlp.fc1.{p}"),
-                  _same(f"{ov}attn_pool.mlp.fc2.{p}", f"{us}head.mlp.fc2.{p}")]
+        rules += [
+            _same(f"{ov}patch_embed.proj.{p}", f"{us}embeddings.patch_embedding.{p}"),
+            _same(f"{ov}norm.{p}", f"{us}post_layernorm.{p}"),
+            Rule((f"{ov}attn_pool.q.{p}", f"{ov}attn_pool.kv.{p}"), (f"{us}head.attention.in_proj_{p}",), "cat"),
+            _same(f"{ov}attn_pool.proj.{p}", f"{us}head.attention.out_proj.{p}"),
+            _same(f"{ov}attn_pool.norm.{p}", f"{us}head.layernorm.{p}"),
+            _same(f"{ov}attn_pool.mlp.fc1.{p}", f"{us}head.mlp.fc1.{p}"),
+            _same(f"{ov}attn_pool.mlp.fc2.{p}", f"{us}head.mlp.fc2.{p}"),
+        ]
         for i in range(depth):
             b, lay = f"{ov}blocks.{i}.", f"{us}encoder.layers.{i}."
-            rules += [_same(f"{b}norm1.{p}", f"{lay}layer_norm1.{p}"), _same(f"{b}norm2.{p}", f"{lay}layer_norm2.{p}"),
-                      Rule((f"{b}attn.qkv.{p}",), tuple(f"{lay}self_attn.{x}_proj.{p}" for x in "qkv"), "split3"),
-                      _same(f"{b}attn.proj.{p}", f"{lay}self_attn.out_proj.{p}"),
-                      _same(f"{b}mlp.fc1.{p}", f"{lay}mlp.fc1.{p}"), _same(f"{b}mlp.fc2.{p}", f"{lay}mlp.fc2.{p}")]
+            rules += [
+                _same(f"{b}norm1.{p}", f"{lay}layer_norm1.{p}"),
+                _same(f"{b}norm2.{p}", f"{lay}layer_norm2.{p}"),
+                Rule((f"{b}attn.qkv.{p}",), tuple(f"{lay}self_attn.{x}_proj.{p}" for x in "qkv"), "split3"),
+                _same(f"{b}attn.proj.{p}", f"{lay}self_attn.out_proj.{p}"),
+                _same(f"{b}mlp.fc1.{p}", f"{lay}mlp.fc1.{p}"),
+                _same(f"{b}mlp.fc2.{p}", f"{lay}mlp.fc2.{p}"),
+            ]
     return rules
 
 

@@ -19,14 +19,17 @@ from torch import nn
 
 from policies.openvla.model import HEAD_MODULES, VLA
 
-DEFAULT_TARGET_MODULES = (r"^(language_model\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-                          r"|projector\.fc\d)$")
+DEFAULT_TARGET_MODULES = (
+    r"^(language_model\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+    r"|projector\.fc\d)$"
+)
 """peft regex (full match on module names): Llama attention + MLP projections and the projector layers."""
 HEADS_FILE = "heads.safetensors"
 
 
-def apply_lora(model: VLA, r: int = 32, alpha: int = 16, dropout: float = 0.0,
-               target_modules: str | list[str] | None = None) -> Any:
+def apply_lora(
+    model: VLA, r: int = 32, alpha: int = 16, dropout: float = 0.0, target_modules: str | list[str] | None = None
+) -> Any:
     """Wrap ``model`` with LoRA adapters; base weights frozen, LoRA and heads trainable.
 
     Args:
@@ -44,11 +47,18 @@ def apply_lora(model: VLA, r: int = 32, alpha: int = 16, dropout: float = 0.0,
     from peft import LoraConfig, get_peft_model
 
     if r < 1 or alpha <= 0 or not 0 <= dropout < 1:
-        raise ValueError(f"apply_lora: need r >= 1, alpha > 0, 0 <= dropout < 1; got r={r}, alpha={alpha}, dropout={dropout}")
+        raise ValueError(
+            f"apply_lora: need r >= 1, alpha > 0, 0 <= dropout < 1; got r={r}, alpha={alpha}, dropout={dropout}"
+        )
     if hasattr(model, "peft_config"):
         raise ValueError("apply_lora: the model already has LoRA adapters")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-                        target_modules=target_modules if target_modules is not None else DEFAULT_TARGET_MODULES)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        bias="none",
+        target_modules=target_modules if target_modules is not None else DEFAULT_TARGET_MODULES,
+    )
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     peft_model = get_peft_model(model, config)
     wrapped = [n for n, m in peft_model.base_model.model.named_modules() if hasattr(m, "lora_A")]
@@ -116,14 +126,15 @@ def save_heads(model: Any, directory: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     vla = _unwrap(model)
-    state = {f"{name}.{k}": v.detach().contiguous().cpu()
-             for name in HEAD_MODULES if getattr(vla, name) is not None
-             for k, v in getattr(vla, name).state_dict().items()}
+    state = {
+        f"{name}.{k}": v.detach().contiguous().cpu()
+        for name in HEAD_MODULES
+        if getattr(vla, name) is not None
+        for k, v in getattr(vla, name).state_dict().items()
+    }
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{HEADS_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / HEADS_FILE)
+    save_file(state, str(directory / HEADS_FILE), metadata={"format": "pt"})  # inside the checkpoint's atomic dir
     return directory / HEADS_FILE
 
 
@@ -135,15 +146,19 @@ def load_heads(model: Any, directory: str | os.PathLike) -> None:
     """
     from safetensors.torch import load_file
 
-    from policies.openvla.checkpoint import key_report
+    from policies.openvla.weights import key_report
 
     path = Path(directory) / HEADS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found")
     vla = _unwrap(model)
     state = load_file(str(path))
-    expected = {f"{name}.{k}": tuple(v.shape) for name in HEAD_MODULES if getattr(vla, name) is not None
-                for k, v in getattr(vla, name).state_dict().items()}
+    expected = {
+        f"{name}.{k}": tuple(v.shape)
+        for name in HEAD_MODULES
+        if getattr(vla, name) is not None
+        for k, v in getattr(vla, name).state_dict().items()
+    }
     key_report(str(path), expected, {k: tuple(v.shape) for k, v in state.items()})
     with torch.no_grad():
         for key, value in state.items():

@@ -24,8 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.openvla.config import VLAConfig
-from policies.openvla.heads import (FiLM, L1RegressionActionHead, Projector, ProprioProjector,
-                                    actions_to_token_ids, token_ids_to_actions)
+from policies.openvla.heads import (
+    FiLM,
+    L1RegressionActionHead,
+    Projector,
+    ProprioProjector,
+    actions_to_token_ids,
+    token_ids_to_actions,
+)
 from policies.openvla.vision import VisionBackbone
 
 HEAD_MODULES = ("action_head", "proprio_projector", "film")
@@ -38,12 +44,22 @@ def llama_config(config: VLAConfig):
 
     llm = config.llm
     cfg = LlamaConfig(
-        vocab_size=llm.vocab_size, hidden_size=llm.hidden_size, intermediate_size=llm.intermediate_size,
-        num_hidden_layers=llm.num_layers, num_attention_heads=llm.num_heads, num_key_value_heads=llm.num_kv_heads,
-        max_position_embeddings=llm.max_position_embeddings, rms_norm_eps=llm.rms_norm_eps,
+        vocab_size=llm.vocab_size,
+        hidden_size=llm.hidden_size,
+        intermediate_size=llm.intermediate_size,
+        num_hidden_layers=llm.num_layers,
+        num_attention_heads=llm.num_heads,
+        num_key_value_heads=llm.num_kv_heads,
+        max_position_embeddings=llm.max_position_embeddings,
+        rms_norm_eps=llm.rms_norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": float(llm.rope_theta)},
-        pad_token_id=llm.pad_token_id, bos_token_id=llm.bos_token_id, eos_token_id=llm.eos_token_id,
-        tie_word_embeddings=False, attention_bias=False, mlp_bias=False, hidden_act="silu",
+        pad_token_id=llm.pad_token_id,
+        bos_token_id=llm.bos_token_id,
+        eos_token_id=llm.eos_token_id,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        hidden_act="silu",
     )
     cfg._attn_implementation = config.attn_implementation
     return cfg
@@ -81,13 +97,22 @@ class VLA(nn.Module):
             self.projector = Projector(config.vision_dim, d, config.projector_kind == "fused-gelu-mlp")
             self.language_model = LlamaForCausalLM(llama_config(config))
         self.proprio_projector = ProprioProjector(config.proprio_dim, d) if config.proprio_dim > 0 else None
-        self.action_head = (L1RegressionActionHead(d, config.head_hidden, config.action_dim, config.chunk_size,
-                                                   config.action_head_blocks)
-                            if config.action_head == "l1" else None)
+        self.action_head = (
+            L1RegressionActionHead(
+                d, config.head_hidden, config.action_dim, config.chunk_size, config.action_head_blocks
+            )
+            if config.action_head == "l1"
+            else None
+        )
         self.film = None
         if config.use_film:
-            self.film = FiLM(d, {name: (spec.width, self.vision_backbone.featurizer_blocks(name))
-                                 for name, _, spec in config.featurizers})
+            self.film = FiLM(
+                d,
+                {
+                    name: (spec.width, self.vision_backbone.featurizer_blocks(name))
+                    for name, _, spec in config.featurizers
+                },
+            )
 
     def _apply(self, fn, recurse=True):
         # .to(bfloat16) would round the RoPE inverse frequencies; keep them float32 as upstream does.
@@ -109,7 +134,7 @@ class VLA(nn.Module):
         """Device of the LLM weights."""
         return self.language_model.device
 
-    def compile_submodules(self, **kwargs) -> "VLA":
+    def compile_submodules(self, **kwargs) -> VLA:
         """Optional ``torch.compile`` of the vision tower and the Llama decoder in place; returns self."""
         self.vision_backbone.compile(**kwargs)
         self.language_model.model.compile(**kwargs)
@@ -120,17 +145,24 @@ class VLA(nn.Module):
         if pixel_values.ndim != 4:
             raise ValueError(f"pixel_values must be (B, V*C, S, S), got shape {tuple(pixel_values.shape)}")
         if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
-            raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
-                             "must both be (B, T)")
+            raise ValueError(
+                f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
+                "must both be (B, T)"
+            )
         if pixel_values.shape[0] != input_ids.shape[0]:
-            raise ValueError(f"batch sizes differ: pixel_values {pixel_values.shape[0]} vs input_ids {input_ids.shape[0]}")
+            raise ValueError(
+                f"batch sizes differ: pixel_values {pixel_values.shape[0]} vs input_ids {input_ids.shape[0]}"
+            )
         m = attention_mask.to(torch.int64)
         if (m[:, 0] == 0).any() or (m[:, 1:] > m[:, :-1]).any():
             raise ValueError("attention_mask must be right-padded (ones then zeros) with the BOS token valid")
-        if need_proprio and self.config.proprio_dim > 0:
-            if proprio is None or proprio.shape != (input_ids.shape[0], self.config.proprio_dim):
-                got = None if proprio is None else tuple(proprio.shape)
-                raise ValueError(f"proprio must be (B, {self.config.proprio_dim}) normalized, got {got}")
+        if (
+            need_proprio
+            and self.config.proprio_dim > 0
+            and (proprio is None or proprio.shape != (input_ids.shape[0], self.config.proprio_dim))
+        ):
+            got = None if proprio is None else tuple(proprio.shape)
+            raise ValueError(f"proprio must be (B, {self.config.proprio_dim}) normalized, got {got}")
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """LLM input embeddings (B, T) -> (B, T, D)."""
@@ -190,8 +222,15 @@ class VLA(nn.Module):
         idx = slot_start[:, None] - 1 + torch.arange(n_slots, device=hidden.device)
         return hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
 
-    def action_hidden_states(self, pixel_values, input_ids, attention_mask, proprio=None,
-                             slots: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    def action_hidden_states(
+        self,
+        pixel_values,
+        input_ids,
+        attention_mask,
+        proprio=None,
+        slots: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
         """Final-norm hidden states that predict the H*A action slots: (B, H*A, D).
 
         Default (OFT parallel decoding): zero slot embeddings + STOP, bidirectional attention. ``proprio`` may be
@@ -205,9 +244,15 @@ class VLA(nn.Module):
         return self._readout(hidden, start, slots.shape[1])
 
     # ---- training -------------------------------------------------------------------------------------------
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                proprio: torch.Tensor | None = None, actions: torch.Tensor | None = None,
-                action_is_pad: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        proprio: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
+        action_is_pad: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Training forward.
 
         Args:
@@ -257,13 +302,19 @@ class VLA(nn.Module):
         cfg = self.config
         autoregressive = cfg.token_decoding == "autoregressive"
         if autoregressive and actions is None:
-            raise ValueError("the autoregressive tokens head needs `actions` for teacher forcing; "
-                             "use predict_action_chunk for inference")
+            raise ValueError(
+                "the autoregressive tokens head needs `actions` for teacher forcing; "
+                "use predict_action_chunk for inference"
+            )
         labels = None
         if actions is not None:
-            labels = actions_to_token_ids(actions, cfg.n_action_bins, cfg.action_token_end_id).reshape(actions.shape[0], -1)
+            labels = actions_to_token_ids(actions, cfg.n_action_bins, cfg.action_token_end_id).reshape(
+                actions.shape[0], -1
+            )
         slots = self.embed_tokens(labels) if autoregressive else None
-        hidden = self.action_hidden_states(pixel_values, input_ids, attention_mask, proprio, slots, causal=autoregressive)
+        hidden = self.action_hidden_states(
+            pixel_values, input_ids, attention_mask, proprio, slots, causal=autoregressive
+        )
         logits = self.language_model.lm_head(hidden).float()  # (B, H*A, vocab)
         ids = self._pick(logits, restrict=True)
         out = {"actions_pred": self._decode(ids)}
@@ -286,8 +337,13 @@ class VLA(nn.Module):
         return acts.reshape(ids.shape[0], -1, cfg.action_dim)
 
     @torch.no_grad()
-    def predict_action_chunk(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                             attention_mask: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_action_chunk(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        proprio: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, H, A) float32 NORMALIZED action chunk (no grad); any batch size, right-padded prompts.
 
         Token heads pick the best action token (argmax restricted to the ``n_action_bins`` action ids).
@@ -304,8 +360,16 @@ class VLA(nn.Module):
         return self._decode(ids)
 
     @torch.no_grad()
-    def generate_action_tokens(self, pixel_values, input_ids, attention_mask, proprio=None, n_tokens=None,
-                               restrict_to_actions: bool = True, return_logits: bool = False) -> dict:
+    def generate_action_tokens(
+        self,
+        pixel_values,
+        input_ids,
+        attention_mask,
+        proprio=None,
+        n_tokens=None,
+        restrict_to_actions: bool = True,
+        return_logits: bool = False,
+    ) -> dict:
         """Greedy causal decoding with a KV cache (original OpenVLA ``predict_action``, batched).
 
         Args:
@@ -323,7 +387,9 @@ class VLA(nn.Module):
         embeds, mask, _ = self._sequence(pixel_values, input_ids, attention_mask, proprio, None, stop=False, left=True)
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.language_model.config)
-        hidden = self._llm(embeds, mask, True, position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state
+        hidden = self._llm(
+            embeds, mask, True, position_ids=pos, past_key_values=cache, use_cache=True
+        ).last_hidden_state
         ids, all_logits = [], []
         for step in range(n):
             logits = self.language_model.lm_head(hidden[:, -1]).float()
@@ -335,8 +401,9 @@ class VLA(nn.Module):
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             pos = pos[:, -1:] + 1
-            hidden = self._llm(self.embed_tokens(choice[:, None]), mask, True, position_ids=pos,
-                               past_key_values=cache, use_cache=True).last_hidden_state
+            hidden = self._llm(
+                self.embed_tokens(choice[:, None]), mask, True, position_ids=pos, past_key_values=cache, use_cache=True
+            ).last_hidden_state
         out = {"token_ids": torch.stack(ids, dim=1)}
         if return_logits:
             out["logits"] = torch.stack(all_logits, dim=1)

@@ -60,8 +60,14 @@ class VLAProcessor:
         image_norm: per-featurizer mean/std override (e.g. ``tvf_normalize_params`` of an OpenVLA checkpoint).
     """
 
-    def __init__(self, config: VLAConfig | None, tokenizer: Any = None, image_norm: list[dict] | None = None,
-                 *, settings: ProcessorSettings | None = None) -> None:
+    def __init__(
+        self,
+        config: VLAConfig | None,
+        tokenizer: Any = None,
+        image_norm: list[dict] | None = None,
+        *,
+        settings: ProcessorSettings | None = None,
+    ) -> None:
         if settings is None:
             if config is None:
                 raise ValueError("VLAProcessor needs a config (or settings)")
@@ -70,11 +76,18 @@ class VLAProcessor:
             if len(norm) != len(defaults):
                 raise ValueError(f"image_norm has {len(norm)} entries for {len(defaults)} featurizers")
             settings = ProcessorSettings(
-                image_size=config.image_size, cameras=config.cameras,
-                image_norm=tuple({"mean": tuple(map(float, n["mean"])), "std": tuple(map(float, n["std"]))} for n in norm),
-                image_aug=config.image_aug, center_crop=config.center_crop, crop_scale=config.crop_scale,
-                empty_token_id=config.empty_token_id, pad_token_id=config.llm.pad_token_id,
-                proprio_noise=config.proprio_noise)
+                image_size=config.image_size,
+                cameras=config.cameras,
+                image_norm=tuple(
+                    {"mean": tuple(map(float, n["mean"])), "std": tuple(map(float, n["std"]))} for n in norm
+                ),
+                image_aug=config.image_aug,
+                center_crop=config.center_crop,
+                crop_scale=config.crop_scale,
+                empty_token_id=config.empty_token_id,
+                pad_token_id=config.llm.pad_token_id,
+                proprio_noise=config.proprio_noise,
+            )
         self.settings = settings
         self.tokenizer = tokenizer
 
@@ -88,8 +101,9 @@ class VLAProcessor:
         x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
         v = len(self.settings.cameras)
         if x.ndim != 5 or x.shape[-1] != 3 or x.shape[1] != v:
-            raise ValueError(f"images must be (B, {v}, H, W, 3) for cameras {self.settings.cameras}, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"images must be (B, {v}, H, W, 3) for cameras {self.settings.cameras}, got {tuple(x.shape)}"
+            )
         if x.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 RGB, got {x.dtype}")
         b, _, h, w, _ = x.shape
@@ -149,8 +163,9 @@ class VLAProcessor:
             mask[i, : len(r)] = 1
         return ids, mask
 
-    def __call__(self, images: Any, instructions: list[str], train: bool,
-                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, images: Any, instructions: list[str], train: bool, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """Returns ``pixel_values`` (B, V*C, S, S) float32, ``input_ids`` / ``attention_mask`` (B, T) int64."""
         pixel_values = self.preprocess_images(images, train=train, generator=generator)
         input_ids, attention_mask = self.tokenize(list(instructions))
@@ -169,7 +184,7 @@ class VLAProcessor:
             self.tokenizer.save_pretrained(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "VLAProcessor":
+    def from_pretrained(cls, directory: str | os.PathLike) -> VLAProcessor:
         """Load what :meth:`save_pretrained` wrote (the tokenizer when its files are present).
 
         Raises:
@@ -213,7 +228,7 @@ def _center_crop(x: torch.Tensor, crop_scale: float) -> torch.Tensor:
     s = x.shape[-1]
     c = max(1, int(round(math.sqrt(crop_scale) * s)))
     o = (s - c) // 2
-    return F.interpolate(x[..., o:o + c, o:o + c], size=(s, s), mode="bilinear", align_corners=False)
+    return F.interpolate(x[..., o : o + c, o : o + c], size=(s, s), mode="bilinear", align_corners=False)
 
 
 def _augment(x: torch.Tensor, crop_scale: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -222,13 +237,17 @@ def _augment(x: torch.Tensor, crop_scale: float, generator: torch.Generator | No
     c = max(1, int(round(math.sqrt(crop_scale) * s)))
     ys = torch.randint(0, s - c + 1, (n,), generator=generator).tolist()
     xs = torch.randint(0, s - c + 1, (n,), generator=generator).tolist()
-    x = torch.cat([F.interpolate(x[i:i + 1, :, y:y + c, z:z + c], size=(s, s), mode="bilinear", align_corners=False)
-                   for i, (y, z) in enumerate(zip(ys, xs))])
+    x = torch.cat(
+        [
+            F.interpolate(x[i : i + 1, :, y : y + c, z : z + c], size=(s, s), mode="bilinear", align_corners=False)
+            for i, (y, z) in enumerate(zip(ys, xs))
+        ]
+    )
     view = (n, 1, 1, 1)
     x = x + _rand(generator, n, -0.2, 0.2).view(view)  # brightness (additive, TF random_brightness)
     mean = x.mean(dim=(2, 3), keepdim=True)
     x = (x - mean) * _rand(generator, n, 0.8, 1.2).view(view) + mean  # contrast
-    gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
     x = (x - gray) * _rand(generator, n, 0.8, 1.2).view(view) + gray  # saturation
     x = _shift_hue(x.clamp(0, 1), _rand(generator, n, -0.05, 0.05))
     return x.clamp(0, 1)

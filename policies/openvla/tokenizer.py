@@ -21,8 +21,9 @@ from policies.openvla.processor import PROMPT_TEMPLATE
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
 
 
-def train_instruction_tokenizer(instructions: Iterable[str], vocab_size: int = 1024, n_action_bins: int = 256,
-                                min_frequency: int = 1) -> Any:
+def train_instruction_tokenizer(
+    instructions: Iterable[str], vocab_size: int = 1024, n_action_bins: int = 256, min_frequency: int = 1
+) -> Any:
     """Train a deterministic byte-level BPE on the prompts built from ``instructions``.
 
     Args:
@@ -52,13 +53,19 @@ def train_instruction_tokenizer(instructions: Iterable[str], vocab_size: int = 1
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
-                                  special_tokens=list(SPECIAL_TOKENS), initial_alphabet=sorted(alphabet))
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        show_progress=False,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=sorted(alphabet),
+    )
     tok.train_from_iterator(corpus, trainer=trainer)
     tok.add_special_tokens([f"<act_{i}>" for i in range(n_action_bins)])
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   padding_side="right")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", padding_side="right"
+    )
 
 
 def action_token_range(tokenizer: Any, n_action_bins: int) -> tuple[int, int]:
@@ -76,6 +83,10 @@ def config_for_tokenizer(config: VLAConfig, tokenizer: Any) -> VLAConfig:
     ``action_token_end_id`` = end of the ``<act_i>`` range, and ``empty_token_id`` = None.
     """
     _, end = action_token_range(tokenizer, config.n_action_bins)
-    llm = {"vocab_size": pad_vocab(len(tokenizer)), "pad_token_id": tokenizer.pad_token_id,
-           "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    llm = {
+        "vocab_size": pad_vocab(len(tokenizer)),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
     return config.replace(llm=llm, action_token_end_id=end, empty_token_id=None)

@@ -25,12 +25,24 @@ def build_featurizer(kind: str, spec: VisionSpec, config: VLAConfig) -> nn.Modul
     """
     from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipVisionConfig, SiglipVisionModel
 
-    common = dict(hidden_size=spec.width, num_hidden_layers=spec.depth, num_attention_heads=spec.heads,
-                  image_size=config.image_size, patch_size=config.patch_size, num_channels=3, hidden_act="gelu",
-                  layer_norm_eps=1e-6)
+    common = dict(
+        hidden_size=spec.width,
+        num_hidden_layers=spec.depth,
+        num_attention_heads=spec.heads,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        num_channels=3,
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+    )
     if kind == "dinov2":
-        cfg = Dinov2WithRegistersConfig(**common, mlp_ratio=spec.mlp_dim // spec.width, qkv_bias=True,
-                                        layerscale_value=1.0, num_register_tokens=spec.registers)
+        cfg = Dinov2WithRegistersConfig(
+            **common,
+            mlp_ratio=spec.mlp_dim // spec.width,
+            qkv_bias=True,
+            layerscale_value=1.0,
+            num_register_tokens=spec.registers,
+        )
         cfg._attn_implementation = config.attn_implementation
         model = Dinov2WithRegistersModel(cfg)
         # The mask token only serves masked-image pretraining; OpenVLA checkpoints do not have it.
@@ -115,16 +127,21 @@ class VisionBackbone(nn.Module):
         """
         b, c, s, _ = pixel_values.shape
         if c % self.channels_per_view:
-            raise ValueError(f"pixel_values has {c} channels; expected a multiple of {self.channels_per_view} "
-                             f"({self.channels_per_view} per view)")
+            raise ValueError(
+                f"pixel_values has {c} channels; expected a multiple of {self.channels_per_view} "
+                f"({self.channels_per_view} per view)"
+            )
         v = c // self.channels_per_view
         # Views become batch entries: (B, V*C, S, S) -> (B*V, C, S, S); the ViTs see each view independently.
         x = pixel_values.reshape(b * v, self.channels_per_view, s, s)
         feats = []
         for i, (name, kind) in enumerate(self.kinds.items()):
-            params = None if film is None else [(g.repeat_interleave(v, 0), bt.repeat_interleave(v, 0))
-                                                for g, bt in film[name]]
-            feats.append(self._features(name, kind, x[:, 3 * i:3 * i + 3], params))
+            params = (
+                None
+                if film is None
+                else [(g.repeat_interleave(v, 0), bt.repeat_interleave(v, 0)) for g, bt in film[name]]
+            )
+            feats.append(self._features(name, kind, x[:, 3 * i : 3 * i + 3], params))
         out = torch.cat(feats, dim=-1)  # (B*V, N, vision_dim)
         return out.reshape(b, v * out.shape[1], out.shape[2])
 
@@ -133,4 +150,4 @@ class VisionBackbone(nn.Module):
         x = model.embeddings(pixels.to(model.dtype))
         for i, layer in enumerate(_layers(model, kind)[: self.featurizer_blocks(name)]):
             x = layer(x, None) if film is None else _film_block(layer, kind, x, *film[i])
-        return x[:, self.n_prefix[name]:]
+        return x[:, self.n_prefix[name] :]

@@ -89,8 +89,9 @@ class DynamicBatcher:
         max_wait_ms: how long to wait for more requests after the first one of a batch.
     """
 
-    def __init__(self, predict: Callable[[Observation], np.ndarray], max_batch_size: int = 8,
-                 max_wait_ms: float = 0.0) -> None:
+    def __init__(
+        self, predict: Callable[[Observation], np.ndarray], max_batch_size: int = 8, max_wait_ms: float = 0.0
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
@@ -203,7 +204,7 @@ class DynamicBatcher:
             return
         start = 0
         for req in batch:
-            part = actions[start:start + req.rows]
+            part = actions[start : start + req.rows]
             start += req.rows
             _settle(req, BatchResult(part, infer_ms, (started - req.queued_at) * 1000.0, obs.batch_size))
 

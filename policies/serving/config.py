@@ -1,6 +1,14 @@
 """Config of ``vla serve`` (light: no numpy/torch import, so ``vla --help`` stays fast).
 
-Field docstrings are the ``--help`` text.
+Field docstrings are the ``--help`` text, one sentence each. On connect the server sends one binary frame with the
+policy's metadata; then each binary msgpack observation gets one reply {"actions": (H, 14) float32 (or (B, H, 14)
+for a batched request), "server_timing": {...}}. A bad observation gets one text frame naming the key, then the
+connection is closed with code 1011. GET /healthz answers 200. Observation keys: ours (images.head, proprio,
+instruction) or ALOHA's (images.cam_high, state, prompt); images HWC or CHW uint8 at any size. Binding anything
+but loopback exposes the policy to the network (a warning is printed): use --api-key and a trusted network; note
+that command-line arguments are visible to other local users. Dynamic batching (--max-batch-size > 1) merges
+requests of concurrent connections; merged samples equal unbatched calls to float32 rounding (~1e-6 of the action
+scale: matmul kernels differ between batch sizes), so it is off by default.
 """
 
 from __future__ import annotations
@@ -12,33 +20,20 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 @dataclasses.dataclass
 class ServeConfig:
-    """Serve a policy over the openpi WebSocket + msgpack protocol (openpi_client.WebsocketClientPolicy works).
-
-    On connect the server sends one binary frame with the policy's metadata; then each binary msgpack observation
-    gets one reply {"actions": (H, 14) float32 (or (B, H, 14) for a batched request), "server_timing": {...}}.
-    A bad observation gets one text frame naming the key, then the connection is closed with code 1011.
-    GET /healthz answers 200. Observation keys: ours (images.head, proprio, instruction) or ALOHA's
-    (images.cam_high, state, prompt); images HWC or CHW uint8 at any size.
-    """
+    """Serve a policy over the openpi WebSocket + msgpack protocol (openpi_client.WebsocketClientPolicy works)."""
 
     policy: str
     """Policy spec to serve: checkpoint:PATH (any name registered in policies; `vla bench --help` lists them)."""
     host: str = "127.0.0.1"
-    """Interface to bind. Anything but loopback exposes the policy to the network (a warning is printed): use
-    --api-key and a trusted network."""
+    """Interface to bind (anything but loopback prints a warning)."""
     port: int = 8000
     """TCP port (0: any free port; the bound address is printed)."""
     api_key: str | None = None
-    """Require the header `Authorization: Api-Key KEY` (what openpi_client sends for api_key=KEY); connections
-    without it are refused with HTTP 401. Note that command-line arguments are visible to other local users."""
+    """Require the header `Authorization: Api-Key KEY` (what openpi_client sends); others get HTTP 401."""
     max_batch_size: int = 1
-    """Dynamic batching across concurrent connections: at most this many samples per policy call (1: off, every
-    request computed alone, bit-identical to in-process calls). Merged samples equal unbatched calls to float32
-    rounding (~1e-6 of the action scale: CPU/GPU matmul kernels differ between batch sizes); 8 raises throughput
-    when several clients query at once (benchmarks/results/server.json)."""
+    """Most samples merged into one policy call across connections (1: off, bit-identical to in-process calls)."""
     max_wait_ms: float = 0.0
-    """After the first queued request, wait up to this long for more before running the batch (0: batch only
-    what queued up while the previous call ran, adding no latency)."""
+    """How long a batch waits for more requests after the first (0: only what queued up meanwhile)."""
     max_message_mb: float = 32.0
     """Largest accepted incoming frame in MiB; a larger frame closes that connection with code 1009."""
     log_level: str = "INFO"
@@ -50,11 +45,15 @@ class ServeConfig:
             "max_batch_size": (self.max_batch_size >= 1, ">= 1"),
             "max_wait_ms": (0.0 <= self.max_wait_ms <= 10_000.0, "in [0, 10000] ms"),
             "max_message_mb": (0.0 < self.max_message_mb <= 4096.0, "in (0, 4096] MiB"),
-            "log_level": (self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
-                          "one of DEBUG, INFO, WARNING, ERROR"),
+            "log_level": (
+                self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+                "one of DEBUG, INFO, WARNING, ERROR",
+            ),
             "host": (bool(self.host.strip()), "a host name or address"),
-            "api_key": (self.api_key is None or (self.api_key.strip() == self.api_key and self.api_key != ""),
-                        "a non-empty key without surrounding spaces"),
+            "api_key": (
+                self.api_key is None or (self.api_key.strip() == self.api_key and self.api_key != ""),
+                "a non-empty key without surrounding spaces",
+            ),
         }
         for name, (ok, expected) in checks.items():
             if not ok:

@@ -72,8 +72,10 @@ def detect_convention(raw: Mapping[str, Any]) -> KeyConvention:
         raise ObservationError(f"observation: expected a map, got {type(raw).__name__}")
     has = [k for k in ("proprio", "state") if k in raw]
     if len(has) != 1:
-        raise ObservationError(f"observation: expected exactly one of 'proprio' (native keys) or 'state' (ALOHA "
-                               f"keys), got keys {sorted(map(str, raw))}")
+        raise ObservationError(
+            f"observation: expected exactly one of 'proprio' (native keys) or 'state' (ALOHA "
+            f"keys), got keys {sorted(map(str, raw))}"
+        )
     return "native" if has[0] == "proprio" else "aloha"
 
 
@@ -134,8 +136,9 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(np.ascontiguousarray(im), (size, size), interpolation=interp) for im in images])
 
 
-def to_observation(raw: Mapping[str, Any], cameras: Sequence[str], image_size: int | None = None,
-                   state_dim: int = 14) -> tuple[Observation, bool]:
+def to_observation(
+    raw: Mapping[str, Any], cameras: Sequence[str], image_size: int | None = None, state_dim: int = 14
+) -> tuple[Observation, bool]:
     """Map a decoded request onto an :class:`Observation` for a policy reading ``cameras``.
 
     Args:
@@ -163,8 +166,9 @@ def to_observation(raw: Mapping[str, Any], cameras: Sequence[str], image_size: i
         name = camera_key(cam, keys)
         if name not in images_in:
             wanted = [camera_key(c, keys) for c in cameras]
-            raise ObservationError(f"images.{name}: missing camera (the policy reads {wanted}); "
-                                   f"got {sorted(map(str, images_in))}")
+            raise ObservationError(
+                f"images.{name}: missing camera (the policy reads {wanted}); got {sorted(map(str, images_in))}"
+            )
         images[cam] = _image(images_in[name], f"images.{name}", batch, batched, image_size)
     return Observation(images=images, proprio=proprio, instruction=instruction), batched
 

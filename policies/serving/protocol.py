@@ -79,8 +79,9 @@ def _decode_ndarray(obj: dict) -> np.ndarray:
         raise ProtocolError(f"array shape must be a list of non-negative integers, got {shape!r}")
     expected = math.prod(shape) * dtype.itemsize
     if len(data) != expected:
-        raise ProtocolError(f"array of shape {list(shape)} and dtype {dtype.str} needs {expected} bytes, "
-                            f"got {len(data)}")
+        raise ProtocolError(
+            f"array of shape {list(shape)} and dtype {dtype.str} needs {expected} bytes, got {len(data)}"
+        )
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 

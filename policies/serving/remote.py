@@ -63,12 +63,21 @@ def _positive_int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1 else None
 
 
+def _strings(value: Any) -> tuple[str, ...]:
+    """The strings of a metadata list (anything else: empty)."""
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, (list, tuple)) else ()
+
+
 class RemotePolicyError(RuntimeError):
     """The policy server could not be reached, went away, timed out or answered with an error."""
 
 
 class RemotePolicy:
     """A policy served over the openpi protocol (see the module docstring).
+
+    ``metadata`` comes from the server's metadata frame where it has the field (cameras, chunk_size, image_size,
+    action_layout, control_mode, tasks, trained_visual_quality, ``sha256`` as ``weights_digest``, so a resumed
+    ``vla bench`` checks the served weights too) and from the options otherwise.
 
     Args:
         url: ``ws://HOST:PORT`` (or ``wss://``).
@@ -81,9 +90,17 @@ class RemotePolicy:
         ValueError: a bad option, or metadata that leaves the cameras unknown.
     """
 
-    def __init__(self, url: str, keys: str | None = None, cameras: tuple[str, ...] | None = None,
-                 image_size: int | None = None, chunk: int | None = None, chw: bool | None = None,
-                 timeout_s: float = 60.0, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        keys: str | None = None,
+        cameras: tuple[str, ...] | None = None,
+        image_size: int | None = None,
+        chunk: int | None = None,
+        chw: bool | None = None,
+        timeout_s: float = 60.0,
+        api_key: str | None = None,
+    ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"remote policy: expected a ws://HOST:PORT or wss:// URL, got {url!r}")
         self.url, self.timeout_s, self._api_key = url, float(timeout_s), api_key
@@ -95,8 +112,14 @@ class RemotePolicy:
             self._drop()
             raise
 
-    def _configure(self, keys: str | None, cameras: tuple[str, ...] | None, image_size: int | None,
-                   chunk: int | None, chw: bool | None) -> None:
+    def _configure(
+        self,
+        keys: str | None,
+        cameras: tuple[str, ...] | None,
+        image_size: int | None,
+        chunk: int | None,
+        chw: bool | None,
+    ) -> None:
         url, md = self.url, self.server_metadata
         self.keys = keys or ("native" if "native" in (md.get("observation_keys") or ()) else "aloha")
         if self.keys not in KEY_CONVENTIONS:
@@ -111,24 +134,30 @@ class RemotePolicy:
             raise ValueError(f"remote:{url}: unknown camera(s) {unknown}; known: {list(CAMERAS)}")
         size = image_size or _positive_int(md.get("image_size"))
         horizon = chunk or _positive_int(md.get("chunk_size")) or _positive_int(md.get("action_horizon"))
-        tasks = md.get("tasks")
-        tasks = tuple(t for t in tasks if isinstance(t, str)) if isinstance(tasks, (list, tuple)) else ()
+        tasks = _strings(md.get("tasks"))
         self.metadata = PolicyMetadata(
-            name=f"remote:{url}", cameras=cams, chunk_size=1, image_size=int(size) if size else None,
+            name=f"remote:{url}",
+            cameras=cams,
+            chunk_size=1,
+            image_size=int(size) if size else None,
             action_layout=tuple(md.get("action_layout") or ACTION_LAYOUT),
             control_mode=md.get("control_mode", CONTROL_MODE),
-            tasks=tasks, extra=self._extra(md),
+            tasks=tasks,
+            weights_digest=md.get("sha256") if isinstance(md.get("sha256"), str) else None,
+            trained_visual_quality=_strings(md.get("trained_visual_quality")),
+            extra=self._extra(md),
         )
         self.chunk_size = int(horizon) if horizon else self._probe_chunk_size()
         self.metadata = dataclasses.replace(self.metadata, chunk_size=self.chunk_size)
 
     def _extra(self, md: dict) -> dict[str, Any]:
-        inner = md.get("extra") if isinstance(md.get("extra"), dict) else {}
-        extra = {"url": self.url, "keys": self.keys, "server_metadata": md, "sha256": md.get("sha256"),
-                 "norm_mode": md.get("norm_mode")}
-        if inner.get("trained_visual_quality"):
-            extra["trained_visual_quality"] = inner["trained_visual_quality"]  # bench warns on a domain shift
-        return extra
+        return {
+            "url": self.url,
+            "keys": self.keys,
+            "server_metadata": md,
+            "sha256": md.get("sha256"),
+            "norm_mode": md.get("norm_mode"),
+        }
 
     def _connect(self) -> dict:
         from websockets.exceptions import InvalidStatus, WebSocketException
@@ -136,15 +165,22 @@ class RemotePolicy:
 
         headers = {"Authorization": f"Api-Key {self._api_key}"} if self._api_key else None
         try:
-            self._ws = connect(self.url, compression=None, max_size=None, additional_headers=headers,
-                               open_timeout=self.timeout_s, close_timeout=CLOSE_TIMEOUT_S,
-                               legacy=True)  # websockets >= 17: a plain connection, not a context manager
+            self._ws = connect(
+                self.url,
+                compression=None,
+                max_size=None,
+                additional_headers=headers,
+                open_timeout=self.timeout_s,
+                close_timeout=CLOSE_TIMEOUT_S,
+                legacy=True,
+            )  # websockets >= 17: a plain connection, not a context manager
             frame = self._ws.recv(timeout=self.timeout_s)
         except InvalidStatus as err:
             status = err.response.status_code
             hint = " (missing or wrong API key: pass ?api_key_env=VAR)" if status in (401, 403) else ""
-            raise RemotePolicyError(f"remote:{self.url}: the server refused the connection: "
-                                    f"HTTP {status}{hint}") from err
+            raise RemotePolicyError(
+                f"remote:{self.url}: the server refused the connection: HTTP {status}{hint}"
+            ) from err
         except (OSError, TimeoutError, WebSocketException) as err:
             self._drop()
             raise RemotePolicyError(f"remote:{self.url}: cannot connect: {type(err).__name__}: {err}") from err
@@ -154,8 +190,9 @@ class RemotePolicy:
             metadata = err
         if not isinstance(metadata, dict):
             self._drop()
-            raise RemotePolicyError(f"remote:{self.url}: the first frame is not a msgpack metadata map "
-                                    f"({metadata!r:.200})")
+            raise RemotePolicyError(
+                f"remote:{self.url}: the first frame is not a msgpack metadata map ({metadata!r:.200})"
+            )
         return {str(k): v for k, v in metadata.items()}
 
     def _drop(self) -> None:
@@ -218,14 +255,18 @@ class RemotePolicy:
             raise RemotePolicyError(f"remote:{self.url}: undecodable reply: {err}") from err
         actions = data.get("actions") if isinstance(data, dict) else None
         if not isinstance(actions, np.ndarray) or actions.dtype.kind != "f":
-            raise RemotePolicyError(f"remote:{self.url}: the reply has no float 'actions' array "
-                                    f"(got {type(actions).__name__})")
+            raise RemotePolicyError(
+                f"remote:{self.url}: the reply has no float 'actions' array (got {type(actions).__name__})"
+            )
         return actions
 
     def _probe_chunk_size(self) -> int:
         size = self.metadata.image_size or PROBE_IMAGE_SIZE
-        probe = Observation(images={c: np.zeros((1, size, size, 3), np.uint8) for c in self.metadata.cameras},
-                            proprio=np.zeros((1, ACTION_DIM), np.float32), instruction=["probe"])
+        probe = Observation(
+            images={c: np.zeros((1, size, size, 3), np.uint8) for c in self.metadata.cameras},
+            proprio=np.zeros((1, ACTION_DIM), np.float32),
+            instruction=["probe"],
+        )
         return int(self._request(from_observation(probe, self.keys, index=0, chw=self.chw)).shape[0])
 
     def _check(self, actions: np.ndarray, batch: int | None) -> np.ndarray:
@@ -234,9 +275,11 @@ class RemotePolicy:
         if batch is not None:
             ok = ok and actions.shape[0] == batch
         if not ok:
-            raise RemotePolicyError(f"remote:{self.url}: the server returned actions of shape {actions.shape}, "
-                                    f"expected {want} (at least {self.chunk_size} actions of {ACTION_DIM})")
-        return actions[..., :self.chunk_size, :].astype(np.float32)
+            raise RemotePolicyError(
+                f"remote:{self.url}: the server returned actions of shape {actions.shape}, "
+                f"expected {want} (at least {self.chunk_size} actions of {ACTION_DIM})"
+            )
+        return actions[..., : self.chunk_size, :].astype(np.float32)
 
     def predict_action_chunk(self, obs: Observation) -> np.ndarray:
         """(B, H, 14) float32 chunk from the server (see the module docstring).
@@ -247,8 +290,10 @@ class RemotePolicy:
         batch = obs.batch_size
         if self.batched_requests and batch > 1:
             return self._check(self._request(from_observation(obs, self.keys, chw=self.chw)), batch)
-        rows = [self._check(self._request(from_observation(obs, self.keys, index=i, chw=self.chw)), None)
-                for i in range(batch)]
+        rows = [
+            self._check(self._request(from_observation(obs, self.keys, index=i, chw=self.chw)), None)
+            for i in range(batch)
+        ]
         return np.stack(rows)
 
 
@@ -293,7 +338,7 @@ def parse_remote_spec(arg: str) -> tuple[str, dict[str, Any]]:
     return url, kwargs
 
 
-@register_policy("remote")
+@register_policy("remote", usage="remote:ws://HOST:PORT[?keys=native|aloha]")
 def _make_remote_policy(arg: str | None, **_: Any) -> RemotePolicy:
     """``remote:ws://HOST:PORT[?keys=aloha|native&cameras=..&image_size=N&chunk=H&chw=0|1&timeout=S&api_key_env=V]``."""
     if not arg:

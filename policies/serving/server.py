@@ -67,8 +67,9 @@ def policy_metadata_dict(meta: Any, config: ServeConfig) -> dict[str, Any]:
         "image_size": meta.image_size,
         "uses_privileged_state": bool(meta.uses_privileged_state),
         "tasks": list(meta.tasks),
+        "trained_visual_quality": list(meta.trained_visual_quality),
         "norm_mode": extra.get("norm_mode"),
-        "sha256": extra.get("sha256"),
+        "sha256": meta.weights_digest or extra.get("sha256"),
         "observation_keys": list(KEY_CONVENTIONS),
         "aloha_cameras": dict(ALOHA_CAMERAS),
         "batched": True,
@@ -91,8 +92,10 @@ class PolicyServer:
     def __init__(self, policy: Any, config: ServeConfig) -> None:
         meta = policy.metadata
         if meta.uses_privileged_state:
-            raise ValueError(f"policy {meta.name!r} reads privileged simulator state, which an observation on the "
-                             f"wire does not carry: it cannot be served")
+            raise ValueError(
+                f"policy {meta.name!r} reads privileged simulator state, which an observation on the "
+                f"wire does not carry: it cannot be served"
+            )
         self.policy, self.config, self.meta = policy, config, meta
         self._metadata_frame = packb(policy_metadata_dict(meta, config))
         self._ids = itertools.count(1)
@@ -178,8 +181,14 @@ class PolicyServer:
         self.batcher = DynamicBatcher(self.policy.predict_action_chunk, cfg.max_batch_size, cfg.max_wait_ms)
         await self.batcher.start()
         try:
-            async with serve(self.handler, cfg.host, cfg.port, process_request=self._process_request,
-                             compression=None, max_size=cfg.max_message_bytes) as server:
+            async with serve(
+                self.handler,
+                cfg.host,
+                cfg.port,
+                process_request=self._process_request,
+                compression=None,
+                max_size=cfg.max_message_bytes,
+            ) as server:
                 self.port = int(next(iter(server.sockets)).getsockname()[1])
                 if ready is not None:
                     ready(cfg.host, self.port)
@@ -200,8 +209,9 @@ def run_serve(cfg: ServeConfig) -> int:
     """Body of ``vla serve``: build the policy, serve it until SIGINT/SIGTERM; returns the exit status."""
     from policies.base import make_policy
 
-    logging.basicConfig(level=cfg.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=cfg.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     warning = bind_warning(cfg)
     if warning:
         print(warning, file=sys.stderr, flush=True)
@@ -209,9 +219,11 @@ def run_serve(cfg: ServeConfig) -> int:
 
     def ready(host: str, port: int) -> None:
         shown = f"[{host}]" if ":" in host else host
-        print(f"vla serve: {server.meta.name} on ws://{shown}:{port} (health: http://{shown}:{port}{HEALTH_PATH}, "
-              f"chunk {server.meta.chunk_size} x {server.meta.action_dim}, cameras {list(server.meta.cameras)})",
-              flush=True)
+        print(
+            f"vla serve: {server.meta.name} on ws://{shown}:{port} (health: http://{shown}:{port}{HEALTH_PATH}, "
+            f"chunk {server.meta.chunk_size} x {server.meta.action_dim}, cameras {list(server.meta.cameras)})",
+            flush=True,
+        )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -255,7 +267,7 @@ class ServerThread:
         """``ws://HOST:PORT`` of the running server."""
         return f"ws://{self.server.config.host}:{self.server.port}"
 
-    def start(self, timeout: float = 30.0) -> "ServerThread":
+    def start(self, timeout: float = 30.0) -> ServerThread:
         """Start and wait until the socket is bound.
 
         Raises:
@@ -272,7 +284,7 @@ class ServerThread:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=30)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -73,8 +73,9 @@ def native_request(obs: Mapping[str, Any], cameras: tuple[str, ...]) -> dict[str
     mapped = _native_images(images, cameras)
     missing = [c for c in cameras if c not in mapped]
     if missing:
-        raise ObservationError(f"images: missing camera(s) {missing} (or their ALOHA / RoboTwin names); "
-                               f"got {sorted(images)}")
+        raise ObservationError(
+            f"images: missing camera(s) {missing} (or their ALOHA / RoboTwin names); got {sorted(images)}"
+        )
     return {"images": mapped, "proprio": np.asarray(state, dtype=np.float64), "instruction": str(instruction)}
 
 
@@ -91,14 +92,16 @@ class HarnessModelServer(PredictModelServer):
         ValueError: an unknown spec, or a policy that reads privileged simulator state.
     """
 
-    def __init__(self, policy: str, chunk_size: int | None = None, max_batch_size: int = 1,
-                 max_wait_time: float = 0.01) -> None:
+    def __init__(
+        self, policy: str, chunk_size: int | None = None, max_batch_size: int = 1, max_wait_time: float = 0.01
+    ) -> None:
         self.policy = make_policy(policy)
         meta = self.policy.metadata
         if meta.uses_privileged_state:
             raise ValueError(f"policy {meta.name!r} reads privileged simulator state: it cannot be served")
-        super().__init__(chunk_size=chunk_size or meta.chunk_size, max_batch_size=max_batch_size,
-                         max_wait_time=max_wait_time)
+        super().__init__(
+            chunk_size=chunk_size or meta.chunk_size, max_batch_size=max_batch_size, max_wait_time=max_wait_time
+        )
         self.meta = meta
 
     def _observation(self, obs: Mapping[str, Any]):
@@ -115,7 +118,12 @@ class HarnessModelServer(PredictModelServer):
         return {"actions": self.policy.predict_action_chunk(self._observation(obs))[0]}
 
     def predict_batch(self, obs_batch: list[dict[str, Any]], ctx_batch: list[SessionContext]) -> list[dict[str, Any]]:
-        """Observations of several sessions in one policy call -> one ``{"actions": (H, 14)}`` each."""
+        """Observations of several sessions in one policy call -> one ``{"actions": (H, 14)}`` each.
+
+        Raises:
+            ObservationError: any observation is bad; vla-eval's dispatcher then fails every request of this batch
+                (``predict.py``), so with ``max_batch_size > 1`` one bad session can fail its batch-mates' step.
+        """
         merged = merge_observations([self._observation(o) for o in obs_batch])
         actions = self.policy.predict_action_chunk(merged)
         return [{"actions": a} for a in actions]

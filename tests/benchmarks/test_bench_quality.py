@@ -55,8 +55,17 @@ def test_training_minutes_without_train_rows_is_an_error(tmp_path: Path) -> None
 
 
 def test_table_keeps_per_task_and_overall_rows() -> None:
-    row = {"episodes": 4, "successes": 2, "success_rate": 0.5, "ci95": [0.15, 0.85], "success_at_end_rate": 0.25,
-           "errors": 0, "timeouts": 0, "mean_episode_len": 12.0, "extra": "dropped"}
+    row = {
+        "episodes": 4,
+        "successes": 2,
+        "success_rate": 0.5,
+        "ci95": [0.15, 0.85],
+        "success_at_end_rate": 0.25,
+        "errors": 0,
+        "timeouts": 0,
+        "mean_episode_len": 12.0,
+        "extra": "dropped",
+    }
     got = table({"per_task": {"A": row}, "overall": row})
     assert set(got) == {"A", "overall"} and "extra" not in got["A"] and got["A"]["ci95"] == [0.15, 0.85]
 
@@ -77,19 +86,24 @@ def _run_folder(tmp_path: Path, steps: tuple[int, ...] = (500, 1000), metrics: b
     for step in steps:
         (run / "checkpoints" / f"step_{step}").mkdir(parents=True)
     if metrics:
-        _write_metrics(run, [{"step": 10, "time": 1.0, "train/loss": 1.0},
-                             {"step": 20, "time": 2.0, "train/loss": 0.5}])
+        _write_metrics(
+            run, [{"step": 10, "time": 1.0, "train/loss": 1.0}, {"step": 20, "time": 2.0, "train/loss": 0.5}]
+        )
     run.mkdir(exist_ok=True)
     return run
 
 
-@pytest.mark.parametrize(("kind", "extra", "message"), [
-    ("no checkpoints", [], "no step_N checkpoints under"),
-    ("missing curve step", ["--curve-steps", "500", "750"], r"--curve-steps \[750\]: no such checkpoints"),
-    ("unknown task", ["--task", "NoSuchTask-v1"], "--task 'NoSuchTask-v1': unknown task"),
-])
-def test_bad_arguments_fail_before_any_benchmark_and_write_nothing(tmp_path: Path, no_bench, kind, extra,
-                                                                   message) -> None:
+@pytest.mark.parametrize(
+    ("kind", "extra", "message"),
+    [
+        ("no checkpoints", [], "no step_N checkpoints under"),
+        ("missing curve step", ["--curve-steps", "500", "750"], r"--curve-steps \[750\]: no such checkpoints"),
+        ("unknown task", ["--task", "NoSuchTask-v1"], "--task 'NoSuchTask-v1': unknown task"),
+    ],
+)
+def test_bad_arguments_fail_before_any_benchmark_and_write_nothing(
+    tmp_path: Path, no_bench, kind, extra, message
+) -> None:
     from benchmarks.bench_quality import main
 
     run = _run_folder(tmp_path, steps=() if kind == "no checkpoints" else (500, 1000))

@@ -23,7 +23,9 @@ SMOKE_EPISODES = 8  # 4 tasks x 2 seeds (benchmarks/specs/smoke.yaml)
 
 def vla(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "scripts.cli", *args], capture_output=True, text=True)
-    assert proc.returncode == expect, f"vla {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == expect, (
+        f"vla {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
@@ -42,11 +44,46 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(root: Path) -> Path:
-    vla("demos", "--task", "DualArmLiftBar-v1", "--episodes", "2", "--out", str(root / "demos"),
-        "--image-size", "64", "--cameras", "head,left_wrist", "--seed-start", "10000", "--no-progress")
-    vla("train", "--data", str(root / "demos"), "--out", str(root / "run"), "--cameras", "head", "left_wrist",
-        "--use-proprio", "--steps", "3", "--batch-size", "8", "--grad-accum", "2", "--save-every", "3",
-        "--num-workers", "0", "--threads", "1", "--no-progress")
+    vla(
+        "demos",
+        "--task",
+        "DualArmLiftBar-v1",
+        "--episodes",
+        "2",
+        "--out",
+        str(root / "demos"),
+        "--image-size",
+        "64",
+        "--cameras",
+        "head,left_wrist",
+        "--seed-start",
+        "10000",
+        "--no-progress",
+    )
+    vla(
+        "train",
+        "--data",
+        str(root / "demos"),
+        "--out",
+        str(root / "run"),
+        "--cameras",
+        "head",
+        "left_wrist",
+        "--use-proprio",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--grad-accum",
+        "2",
+        "--save-every",
+        "3",
+        "--num-workers",
+        "0",
+        "--threads",
+        "1",
+        "--no-progress",
+    )
     last = root / "run" / "checkpoints" / "last"
     assert last.is_symlink() and (last / "config.json").exists()
     return last
@@ -58,8 +95,18 @@ def _records(out: Path) -> list[dict]:
 
 def test_scripted_smoke_passes_the_gate_with_videos_and_gallery(root: Path):
     out = root / "smoke-scripted"
-    vla("bench", "--policy", "scripted", "--benchmark", "smoke", "--out", str(out), "--fail-under", "0.95",
-        "--no-progress")
+    vla(
+        "bench",
+        "--policy",
+        "scripted",
+        "--benchmark",
+        "smoke",
+        "--out",
+        str(out),
+        "--fail-under",
+        "0.95",
+        "--no-progress",
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["overall"]["success_rate"] >= 0.95
     assert len(_records(out)) == SMOKE_EPISODES

@@ -58,11 +58,15 @@ def test_demos_config_validation(tmp_path, kwargs, message):
 
 
 def test_vla_envs_lists_every_task_as_json():
-    out = subprocess.run([sys.executable, "-m", "scripts.cli", "envs", "--json"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "envs", "--json"], capture_output=True, text=True, check=True
+    )
     assert {r["name"] for r in json.loads(out.stdout)} == set(TASKS)
 
 
 def test_vla_demos_help_comes_from_field_docstrings():
-    out = subprocess.run([sys.executable, "-m", "scripts.cli", "demos", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "demos", "--help"], capture_output=True, text=True, check=True
+    )
     assert "Number of successful episodes to write" in out.stdout
     assert "--seed-start" in out.stdout and "--image-size" in out.stdout

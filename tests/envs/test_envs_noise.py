@@ -29,8 +29,9 @@ def test_noise_is_deterministic_per_episode_seed():
     assert not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"action_noise": 0.2}, "action_noise"),
-                                             ({"noise_correlation": 1.0}, "noise_correlation")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"action_noise": 0.2}, "action_noise"), ({"noise_correlation": 1.0}, "noise_correlation")]
+)
 def test_noise_settings_are_validated(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         DemosConfig(task="DualArmLiftBar-v1", episodes=1, out=tmp_path, **kwargs)

@@ -31,8 +31,13 @@ def test_episode_files_match_the_seed_layout(recorded):
     assert files == ["episode_0.hdf5", "episode_1.hdf5"]
     with h5py.File(out / "episode_0.hdf5", "r") as f:
         expected = {
-            "head_camera_image": np.uint8, "right_wrist_image": np.uint8, "action": np.float64,
-            "relative_action": np.float64, "proprio": np.float64, "seen": object, "unseen": object,
+            "head_camera_image": np.uint8,
+            "right_wrist_image": np.uint8,
+            "action": np.float64,
+            "relative_action": np.float64,
+            "proprio": np.float64,
+            "seen": object,
+            "unseen": object,
         }
         assert set(f.keys()) == set(expected), f"keys {sorted(f.keys())}"
         t = f["action"].shape[0]
@@ -107,7 +112,9 @@ def test_failed_attempts_are_counted_never_written(tmp_path, monkeypatch):
             return self._arms is not None  # stop after one step: the bar never moves
 
     monkeypatch.setattr(experts, "make_expert", lambda task: IdleExpert())
-    cfg = DemosConfig(task=TASK, episodes=1, out=tmp_path, image_size=32, cameras=("head",), max_attempts=2, progress=False)
+    cfg = DemosConfig(
+        task=TASK, episodes=1, out=tmp_path, image_size=32, cameras=("head",), max_attempts=2, progress=False
+    )
     with pytest.raises(RuntimeError, match="max_attempts=2"):
         record_demos(cfg)
     manifest = json.loads((tmp_path / MANIFEST).read_text())
@@ -118,8 +125,9 @@ def test_failed_attempts_are_counted_never_written(tmp_path, monkeypatch):
 def test_two_workers_write_the_same_folder_as_one(recorded, tmp_path):
     """Attempts run in 2 processes but are committed in seed order: same files, same contents, same manifest."""
     src, manifest = recorded
-    cfg = DemosConfig(task=TASK, episodes=2, out=tmp_path, image_size=32, cameras=("head", "right_wrist"),
-                      workers=2, progress=False)
+    cfg = DemosConfig(
+        task=TASK, episodes=2, out=tmp_path, image_size=32, cameras=("head", "right_wrist"), workers=2, progress=False
+    )
     parallel = record_demos(cfg)
     assert parallel["episodes"] == manifest["episodes"] and parallel["attempts"] == manifest["attempts"]
     for i in range(2):

@@ -29,7 +29,9 @@ def test_reset_is_deterministic_per_seed(state_envs, task):
     c, _ = env.reset(seed=12)
     for key, value in a["privileged"].items():
         if key != "task":
-            np.testing.assert_array_equal(value, b["privileged"][key], err_msg=f"{task}: {key} differs for the same seed")
+            np.testing.assert_array_equal(
+                value, b["privileged"][key], err_msg=f"{task}: {key} differs for the same seed"
+            )
     np.testing.assert_array_equal(a["proprio"], b["proprio"])
     assert a["instruction"] == b["instruction"]
     moved = [k for k in a["privileged"] if k != "task" and not np.array_equal(a["privileged"][k], c["privileged"][k])]
@@ -103,7 +105,9 @@ def test_rendered_frames_are_real_and_reproducible():
                 assert diff > 5.0, f"{cams[i]} and {cams[j]} show the same picture"
         again, _ = env.reset(seed=5)
         for cam in cams:
-            np.testing.assert_array_equal(images[cam], again["images"][cam], err_msg=f"{cam}: first frame not reproducible")
+            np.testing.assert_array_equal(
+                images[cam], again["images"][cam], err_msg=f"{cam}: first frame not reproducible"
+            )
         other, _ = env.reset(seed=6)
         assert not np.array_equal(images["head"], other["images"]["head"])
     finally:
@@ -132,7 +136,11 @@ def test_action_noise_perturbs_execution_but_records_the_clean_plan(state_envs):
     clean = run_expert_episode(env, make_expert(task), seed=4, record=True)
     noisy = run_expert_episode(env, make_expert(task), seed=4, record=True, action_noise=0.01)
     n = min(len(clean["action"]), len(noisy["action"]))
-    np.testing.assert_allclose(noisy["action"][:n], clean["action"][:n], atol=1e-9,
-                               err_msg="the recorded action must be the expert's clean target")
+    np.testing.assert_allclose(
+        noisy["action"][:n],
+        clean["action"][:n],
+        atol=1e-9,
+        err_msg="the recorded action must be the expert's clean target",
+    )
     drift = np.abs(noisy["proprio"][5:n, :3] - clean["proprio"][5:n, :3]).mean()
     assert drift > 0.003, f"executed noise should move the arm (mean drift {drift:.4f} m)"

@@ -85,7 +85,9 @@ def test_trainer_and_checkpoint_policy_follow_the_probe(fake_speed, tmp_path):
     from train.trainer import _make_accelerator
 
     fake_speed(4.7, 352.0)
-    cfg = TrainConfig.from_flat(data=tmp_path, out=tmp_path / "run", mixed_precision="auto", device="cpu", progress=False)
+    cfg = TrainConfig.from_flat(
+        data=tmp_path, out=tmp_path / "run", mixed_precision="auto", device="cpu", progress=False
+    )
     assert str(_make_accelerator(cfg).mixed_precision) == "no"
     assert resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("float32", "cpu") == "float32"
     machine_cache = tmp_path / machine.PROBE_FILE

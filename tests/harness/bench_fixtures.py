@@ -14,8 +14,9 @@ FAKE_TASKS = ("DualArmLiftBar-v1", "TwoRobotPickCube-v1")
 
 def fake_config(out: Path, **overrides: Any) -> BenchConfig:
     """A BenchConfig for the fake env: two tasks x seeds 0..7, 40 steps, no video, no progress bar."""
-    kw: dict[str, Any] = dict(policy="goal", out=out, tasks=FAKE_TASKS, seeds="0:8", video="none", progress=False,
-                              max_episode_steps=40)
+    kw: dict[str, Any] = dict(
+        policy="goal", out=out, tasks=FAKE_TASKS, seeds="0:8", video="none", progress=False, max_episode_steps=40
+    )
     kw.update(overrides)
     return BenchConfig(**kw)
 

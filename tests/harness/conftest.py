@@ -18,8 +18,9 @@ from harness.bench import run_bench
 def run_fake() -> Callable[..., tuple[int, list[dict], dict]]:
     """``run_fake(out, env_kw={...}, policy_kw={...}, **config_overrides) -> (exit code, records, results)``."""
 
-    def _run(out: Path, env_kw: dict | None = None, policy_kw: dict | None = None, policy_factory=None,
-             **overrides: Any) -> tuple[int, list[dict], dict]:
+    def _run(
+        out: Path, env_kw: dict | None = None, policy_kw: dict | None = None, policy_factory=None, **overrides: Any
+    ) -> tuple[int, list[dict], dict]:
         cfg = fake_config(out, **overrides)
         env_factory = functools.partial(make_fake_env, **(env_kw or {}))
         policy_factory = policy_factory or functools.partial(make_goal_policy, **(policy_kw or {}))

@@ -25,11 +25,23 @@ from policies.base import Observation, PolicyMetadata
 class FakeEnv:
     """See the module docstring. Records every executed action in ``self.actions`` ((B, 14) each)."""
 
-    def __init__(self, task: str, cameras: Sequence[str] = (), image_size: int = 16, num_envs: int = 1,
-                 instruction_split: str = "seen", max_episode_steps: int | None = None, sim_backend: str = "auto",
-                 render_backend: str = "gpu", visual_quality: str = "fast", fail_seeds: Sequence[int] = (),
-                 fail_at_step: int = 3,
-                 hang_seeds: Sequence[int] = (), hang_s: float = 60.0, step_sleep: float = 0.0):
+    def __init__(
+        self,
+        task: str,
+        cameras: Sequence[str] = (),
+        image_size: int = 16,
+        num_envs: int = 1,
+        instruction_split: str = "seen",
+        max_episode_steps: int | None = None,
+        sim_backend: str = "auto",
+        render_backend: str = "gpu",
+        visual_quality: str = "fast",
+        fail_seeds: Sequence[int] = (),
+        fail_at_step: int = 3,
+        hang_seeds: Sequence[int] = (),
+        hang_s: float = 60.0,
+        step_sleep: float = 0.0,
+    ):
         self.task, self.cameras, self.image_size = task, tuple(cameras), int(image_size)
         self.num_envs = int(num_envs)
         self.max_episode_steps = int(max_episode_steps or 40)
@@ -107,10 +119,17 @@ def make_fake_env(task: str, **kwargs) -> FakeEnv:
 class GoalPolicy:
     """Moves proprio[0] to the privileged goal: every chunk row is [goal, proprio[1:]] (clipped to 1.5)."""
 
-    def __init__(self, chunk_size: int = 1, cameras: tuple[str, ...] = (), image_size: int | None = None,
-                 fail_on_call: int | None = None, mutate: bool = False):
-        self.metadata = PolicyMetadata(name="goal", cameras=cameras, chunk_size=chunk_size, image_size=image_size,
-                                       uses_privileged_state=True)
+    def __init__(
+        self,
+        chunk_size: int = 1,
+        cameras: tuple[str, ...] = (),
+        image_size: int | None = None,
+        fail_on_call: int | None = None,
+        mutate: bool = False,
+    ):
+        self.metadata = PolicyMetadata(
+            name="goal", cameras=cameras, chunk_size=chunk_size, image_size=image_size, uses_privileged_state=True
+        )
         self.fail_on_call, self.mutate = fail_on_call, mutate
         self.calls = 0
         self.resets = 0

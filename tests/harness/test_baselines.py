@@ -20,8 +20,11 @@ from policies.baselines import ReplayPolicy
 
 def _obs(batch: int = 2, seed: int = 0) -> Observation:
     rng = np.random.default_rng(seed)
-    return Observation(images={}, proprio=rng.uniform(-0.3, 0.3, (batch, 14)).astype(np.float32),
-                       instruction=[f"task {i}" for i in range(batch)])
+    return Observation(
+        images={},
+        proprio=rng.uniform(-0.3, 0.3, (batch, 14)).astype(np.float32),
+        instruction=[f"task {i}" for i in range(batch)],
+    )
 
 
 def test_registered_names() -> None:
@@ -34,7 +37,12 @@ def test_scripted_metadata() -> None:
     policy = make_policy("scripted")
     meta = policy.metadata
     assert meta.chunk_size == 1 and meta.uses_privileged_state and meta.cameras == ()
-    assert set(meta.tasks) == {"TwoRobotPickCube-v1", "TwoRobotStackCube-v1", "DualArmLiftBar-v1", "DualArmPlaceShoe-v1"}
+    assert set(meta.tasks) == {
+        "TwoRobotPickCube-v1",
+        "TwoRobotStackCube-v1",
+        "DualArmLiftBar-v1",
+        "DualArmPlaceShoe-v1",
+    }
     with pytest.raises(ValueError, match="privileged"):
         policy.predict_action_chunk(_obs())
     with pytest.raises(ValueError, match="takes no argument"):
@@ -93,8 +101,12 @@ def _write_episode(path: Path, task: str, seed: int, actions: np.ndarray, **attr
 def test_replay_plays_the_matching_episode(tmp_path: Path) -> None:
     folder = tmp_path / "demos"
     for i, seed in enumerate((5, 9)):
-        _write_episode(folder / f"episode_{i}.hdf5", "DualArmLiftBar-v1", seed,
-                       np.arange(3 * 14, dtype=np.float32).reshape(3, 14) + 100 * seed)
+        _write_episode(
+            folder / f"episode_{i}.hdf5",
+            "DualArmLiftBar-v1",
+            seed,
+            np.arange(3 * 14, dtype=np.float32).reshape(3, 14) + 100 * seed,
+        )
     policy = make_policy(f"replay:{folder}")
     assert policy.metadata.tasks == ("DualArmLiftBar-v1",) and policy.metadata.chunk_size == 1
     policy.reset()
@@ -114,8 +126,13 @@ def test_replay_errors_name_the_folder(tmp_path: Path) -> None:
         make_policy("replay")
     with pytest.raises(ValueError, match="no episode_"):
         ReplayPolicy(tmp_path / "empty")
-    _write_episode(tmp_path / "j" / "episode_0.hdf5", "DualArmLiftBar-v1", 0, np.zeros((2, 14), np.float32),
-                   control_mode="pd_joint_pos")
+    _write_episode(
+        tmp_path / "j" / "episode_0.hdf5",
+        "DualArmLiftBar-v1",
+        0,
+        np.zeros((2, 14), np.float32),
+        control_mode="pd_joint_pos",
+    )
     with pytest.raises(ValueError, match=r"episode_0.hdf5: control_mode 'pd_joint_pos'"):
         ReplayPolicy(tmp_path / "j")
 
@@ -132,15 +149,20 @@ def test_replay_reproduces_recorded_outcomes_on_the_fake_env(tmp_path: Path, run
             row[0] = np.clip(obs["privileged"]["goal"][0, 0], -1.5, 1.5)
             actions.append(row)
             obs, *_ = env.step(row)
-        _write_episode(tmp_path / "demos" / f"episode_{rec['seed']}.hdf5", "DualArmLiftBar-v1", rec["seed"],
-                       np.stack(actions))
+        _write_episode(
+            tmp_path / "demos" / f"episode_{rec['seed']}.hdf5", "DualArmLiftBar-v1", rec["seed"], np.stack(actions)
+        )
     from bench_fixtures import fake_config
 
-    cfg = fake_config(tmp_path / "replay", policy=f"replay:{tmp_path / 'demos'}", tasks=("DualArmLiftBar-v1",),
-                      seeds="0:6")
+    cfg = fake_config(
+        tmp_path / "replay", policy=f"replay:{tmp_path / 'demos'}", tasks=("DualArmLiftBar-v1",), seeds="0:6"
+    )
     assert run_bench(cfg, env_factory=functools.partial(make_fake_env)) == 0
     replayed = {json.loads(line)["seed"]: json.loads(line) for line in (tmp_path / "replay" / "episodes.jsonl").open()}
     for rec in goal_records:
         got = replayed[rec["seed"]]
         assert (got["success_once"], got["success_at_end"], got["episode_len"]) == (
-            rec["success_once"], rec["success_at_end"], rec["episode_len"]), rec["seed"]
+            rec["success_once"],
+            rec["success_at_end"],
+            rec["episode_len"],
+        ), rec["seed"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.benchmark_specs import available_benchmarks, load_benchmark
 from envs.specs import TASKS
+from harness.benchmark_specs import available_benchmarks, load_benchmark
 from harness.config import BenchConfig, parse_seeds, parse_tasks
 
 

@@ -15,16 +15,21 @@ from harness.review_config import CompareConfig
 from harness.review_data import RunFolderError, load_run
 
 
-@pytest.mark.parametrize(("b", "c", "expected"), [
-    (0, 5, 0.0625),          # 2 * (1/2)^5
-    (5, 0, 0.0625),          # symmetric
-    (1, 8, 0.0390625),       # 2 * (1 + 9) / 512
-    (2, 7, 0.1796875),       # 2 * (1 + 9 + 36) / 512
-    (0, 10, 0.001953125),    # 2 / 1024
-    (0, 1, 1.0),             # 2 * 1/2, capped at 1
-    (3, 3, 1.0), (10, 10, 1.0), (4, 5, 1.0),
-    (0, 0, 1.0),             # no discordant pair
-])
+@pytest.mark.parametrize(
+    ("b", "c", "expected"),
+    [
+        (0, 5, 0.0625),  # 2 * (1/2)^5
+        (5, 0, 0.0625),  # symmetric
+        (1, 8, 0.0390625),  # 2 * (1 + 9) / 512
+        (2, 7, 0.1796875),  # 2 * (1 + 9 + 36) / 512
+        (0, 10, 0.001953125),  # 2 / 1024
+        (0, 1, 1.0),  # 2 * 1/2, capped at 1
+        (3, 3, 1.0),
+        (10, 10, 1.0),
+        (4, 5, 1.0),
+        (0, 0, 1.0),  # no discordant pair
+    ],
+)
 def test_mcnemar_p_values_known(b: int, c: int, expected: float) -> None:
     # Concordant pairs (both succeed / both fail) must not change the test.
     pairs = [(True, False)] * b + [(False, True)] * c + [(True, True)] * 4 + [(False, False)] * 2
@@ -42,18 +47,30 @@ def test_mcnemar_large_counts_stay_finite_and_ordered() -> None:
 
 def _two_runs(tmp_path: Path) -> tuple[Path, Path]:
     """A/B runs: pick seeds 0-5 vs 1-6 (paired 1-5), stack 0-3 in both with an error and a timeout."""
-    a = [episode_record("pick", 0, "success"),                                   # only in A
-         episode_record("pick", 1, "success"), episode_record("pick", 2, "success"),   # b
-         episode_record("pick", 3, "failure"),                                   # c
-         episode_record("pick", 4, "success"), episode_record("pick", 5, "failure"),   # concordant
-         episode_record("stack", 0, "error"), episode_record("stack", 1, "failure"),
-         episode_record("stack", 2, "success"), episode_record("stack", 3, "failure")]
-    b = [episode_record("pick", 1, "failure"), episode_record("pick", 2, "failure"),
-         episode_record("pick", 3, "success"), episode_record("pick", 4, "success"),
-         episode_record("pick", 5, "failure"), episode_record("pick", 6, "success"),  # only in B
-         episode_record("stack", 0, "success"),                                  # excluded: A error
-         episode_record("stack", 1, "timeout"),                                  # excluded: B timeout
-         episode_record("stack", 2, "success"), episode_record("stack", 3, "success")]   # c
+    a = [
+        episode_record("pick", 0, "success"),  # only in A
+        episode_record("pick", 1, "success"),
+        episode_record("pick", 2, "success"),  # b
+        episode_record("pick", 3, "failure"),  # c
+        episode_record("pick", 4, "success"),
+        episode_record("pick", 5, "failure"),  # concordant
+        episode_record("stack", 0, "error"),
+        episode_record("stack", 1, "failure"),
+        episode_record("stack", 2, "success"),
+        episode_record("stack", 3, "failure"),
+    ]
+    b = [
+        episode_record("pick", 1, "failure"),
+        episode_record("pick", 2, "failure"),
+        episode_record("pick", 3, "success"),
+        episode_record("pick", 4, "success"),
+        episode_record("pick", 5, "failure"),
+        episode_record("pick", 6, "success"),  # only in B
+        episode_record("stack", 0, "success"),  # excluded: A error
+        episode_record("stack", 1, "timeout"),  # excluded: B timeout
+        episode_record("stack", 2, "success"),
+        episode_record("stack", 3, "success"),
+    ]  # c
     return (write_run(tmp_path / "A", a, policy="alpha"), write_run(tmp_path / "B", b, policy="beta"))
 
 
@@ -64,7 +81,7 @@ def test_pairing_per_task_and_overall(tmp_path: Path) -> None:
     assert (pick.task, pick.n_pairs, pick.b, pick.c) == ("pick", 5, 2, 1)
     assert pick.success_rate_a == pytest.approx(3 / 5) and pick.success_rate_b == pytest.approx(2 / 5)
     assert pick.difference == pytest.approx(-1 / 5)
-    assert pick.p_value == pytest.approx(1.0)                     # b=2, c=1: 2 * (1 + 3) / 8 -> capped
+    assert pick.p_value == pytest.approx(1.0)  # b=2, c=1: 2 * (1 + 3) / 8 -> capped
     assert (stack.task, stack.n_pairs, stack.b, stack.c) == ("stack", 2, 0, 1)
     assert stack.success_rate_a == pytest.approx(1 / 2) and stack.success_rate_b == pytest.approx(1.0)
     overall = comp.overall
@@ -113,13 +130,29 @@ def test_run_compare_prints_table_and_writes_json(tmp_path: Path) -> None:
     code = run_compare(CompareConfig(dir_a, dir_b, json_path=out_json), Console(file=buffer, width=200))
     assert code == 0
     text = buffer.getvalue()
-    for expected in ("pick", "stack", "overall", "McNemar", "B-A pp", "only in A: 1", "only in B: 1",
-                     "excluded (error/timeout in either run): 2", "-20.0"):
+    for expected in (
+        "pick",
+        "stack",
+        "overall",
+        "McNemar",
+        "B-A pp",
+        "only in A: 1",
+        "only in B: 1",
+        "excluded (error/timeout in either run): 2",
+        "-20.0",
+    ):
         assert expected in text, f"{expected!r} missing from:\n{text}"
     data = json.loads(out_json.read_text())
     assert data["metric"] == "success_once"
-    assert data["per_task"]["pick"] == {"n_pairs": 5, "success_rate_a": 0.6, "success_rate_b": 0.4,
-                                        "difference": pytest.approx(-0.2), "b": 2, "c": 1, "p_value": 1.0}
+    assert data["per_task"]["pick"] == {
+        "n_pairs": 5,
+        "success_rate_a": 0.6,
+        "success_rate_b": 0.4,
+        "difference": pytest.approx(-0.2),
+        "b": 2,
+        "c": 1,
+        "p_value": 1.0,
+    }
     assert data["overall"]["n_pairs"] == 7
     assert not list(out_json.parent.glob(".*.tmp")), "temp file left behind"
 

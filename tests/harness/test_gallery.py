@@ -22,8 +22,11 @@ NASTY = 'put the <script>alert("x")</script> & the "cube" on <b>top</b>'
 
 def _row_cells(html: str, task: str, css_class: str = "task-row") -> dict[str, str]:
     """data-col -> cell text of the first summary-table row of ``task`` (or the overall row)."""
-    pattern = (r'<tr class="overall" data-task="">(.*?)</tr>' if task == "overall"
-               else rf'<tr class="{css_class}" data-task="{re.escape(task)}">(.*?)</tr>')
+    pattern = (
+        r'<tr class="overall" data-task="">(.*?)</tr>'
+        if task == "overall"
+        else rf'<tr class="{css_class}" data-task="{re.escape(task)}">(.*?)</tr>'
+    )
     match = re.search(pattern, html, re.S)
     assert match, f"no table row for {task!r}"
     return dict(re.findall(r'<td data-col="(\w+)">([^<]*)</td>', match.group(1)))
@@ -33,9 +36,12 @@ def _records() -> list[dict]:
     """pick: 8 successes / 10 ok + 1 error + 1 timeout; stack: 1 of 2 (with videos only for stack)."""
     recs = [episode_record("pick", s, "success" if s < 8 else "failure", episode_len=30 + s) for s in range(10)]
     recs += [episode_record("pick", 10, "error"), episode_record("pick", 11, "timeout")]
-    recs += [episode_record("stack", 0, "success", episode_len=20, video=video_name("stack", 0, "success")),
-             episode_record("stack", 1, "failure", episode_len=60, video=video_name("stack", 1, "failure"),
-                            instruction=NASTY)]
+    recs += [
+        episode_record("stack", 0, "success", episode_len=20, video=video_name("stack", 0, "success")),
+        episode_record(
+            "stack", 1, "failure", episode_len=60, video=video_name("stack", 1, "failure"), instruction=NASTY
+        ),
+    ]
     return recs
 
 
@@ -56,20 +62,21 @@ def run_dir(tmp_path: Path) -> Path:
 
 # ---- reading run folders ---------------------------------------------------------------------------------------
 
+
 def test_summary_numbers_and_wilson(run_dir: Path) -> None:
     rows, overall = summarize(load_run(run_dir))
     pick = rows[0]
     assert (pick.task, pick.episodes, pick.successes, pick.errors, pick.timeouts) == ("pick", 10, 8, 1, 1)
     assert pick.success_rate == pytest.approx(0.8)
-    assert pick.ci95 == pytest.approx((0.4901625, 0.9433178), abs=1e-6)   # Wilson 95 %, 8 of 10
-    assert pick.mean_episode_len == pytest.approx(34.5)                  # ok episodes only (30..39)
+    assert pick.ci95 == pytest.approx((0.4901625, 0.9433178), abs=1e-6)  # Wilson 95 %, 8 of 10
+    assert pick.mean_episode_len == pytest.approx(34.5)  # ok episodes only (30..39)
     assert (overall.episodes, overall.successes, overall.errors, overall.timeouts) == (12, 9, 1, 1)
     assert overall.mean_episode_len == pytest.approx((345 + 80) / 12)
 
 
 def test_truncated_last_line_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     records = [episode_record("pick", s) for s in range(3)]
-    partial = json.dumps(episode_record("pick", 3))[:37]                 # a SIGKILL mid-write
+    partial = json.dumps(episode_record("pick", 3))[:37]  # a SIGKILL mid-write
     with caplog.at_level(logging.WARNING):
         run = load_run(write_run(tmp_path / "r", records, results=False, trailing=partial))
     assert sorted(run.episodes) == [("pick", 0), ("pick", 1), ("pick", 2)]
@@ -92,12 +99,15 @@ def test_duplicate_key_is_an_error_as_for_resume(tmp_path: Path) -> None:
         load_run(write_run(tmp_path / "r", records, results=False))
 
 
-@pytest.mark.parametrize(("setup", "message"), [
-    ("missing", "does not exist"),
-    ("no_file", "has no episodes.jsonl"),
-    ("empty", "has no episodes"),
-    ("blank_lines", "has no episodes"),
-])
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing", "does not exist"),
+        ("no_file", "has no episodes.jsonl"),
+        ("empty", "has no episodes"),
+        ("blank_lines", "has no episodes"),
+    ],
+)
 def test_bad_folders_name_the_path(tmp_path: Path, setup: str, message: str) -> None:
     folder = tmp_path / "run folder"
     if setup != "missing":
@@ -112,13 +122,16 @@ def test_bad_folders_name_the_path(tmp_path: Path, setup: str, message: str) -> 
     assert not (folder / "index.html").exists()
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ({"seed": "3"}, "key 'seed' must be int, got str '3'"),
-    ({"seed": True}, "key 'seed' must be int, got bool"),
-    ({"status": "crashed"}, "key 'status' must be one of"),
-    ({"success_once": None}, "key 'success_once' must be bool, got NoneType"),
-    ({"schema_version": 2}, "schema_version 2 is not supported"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"seed": "3"}, "key 'seed' must be int, got str '3'"),
+        ({"seed": True}, "key 'seed' must be int, got bool"),
+        ({"status": "crashed"}, "key 'status' must be one of"),
+        ({"success_once": None}, "key 'success_once' must be bool, got NoneType"),
+        ({"schema_version": 2}, "schema_version 2 is not supported"),
+    ],
+)
 def test_malformed_record_names_file_line_and_key(tmp_path: Path, extra: dict, message: str) -> None:
     records = [episode_record("pick", 0), episode_record("pick", 1, line_extra=extra)]
     with pytest.raises(RecordsError, match=re.escape(message)) as exc:
@@ -135,11 +148,18 @@ def test_missing_record_key(tmp_path: Path) -> None:
 
 # ---- the single-run page ---------------------------------------------------------------------------------------
 
+
 def test_page_table_matches_records(run_dir: Path) -> None:
     html = build_gallery(run_dir).read_text()
     assert _row_cells(html, "pick") == {
-        "episodes": "10", "successes": "8", "success_rate": "80.0 %", "ci95": "[49.0, 94.3] %", "errors": "1",
-        "timeouts": "1", "mean_episode_len": "34.5"}
+        "episodes": "10",
+        "successes": "8",
+        "success_rate": "80.0 %",
+        "ci95": "[49.0, 94.3] %",
+        "errors": "1",
+        "timeouts": "1",
+        "mean_episode_len": "34.5",
+    }
     assert _row_cells(html, "stack")["success_rate"] == "50.0 %"
     assert _row_cells(html, "overall")["successes"] == "9"
     assert "<title>VLA gallery: scripted (2025-03-04 05:06:07)</title>" in html
@@ -154,15 +174,15 @@ def test_page_escapes_text(run_dir: Path) -> None:
 
 
 def test_cards_videos_relative_and_placeholders(run_dir: Path) -> None:
-    (run_dir / video_name("stack", 1, "failure")).unlink()              # recorded but missing on disk
+    (run_dir / video_name("stack", 1, "failure")).unlink()  # recorded but missing on disk
     html = build_gallery(run_dir).read_text()
     assert html.count('<article class="card') == 14
-    assert html.count("<video controls muted preload=\"metadata\"") == 1
+    assert html.count('<video controls muted preload="metadata"') == 1
     assert '<source src="videos/stack--seed0--success.mp4" type="video/mp4">' in html
     assert "video file missing: videos/stack--seed1--failure.mp4" in html
     assert html.count('<div class="placeholder">no video recorded</div>') == 12
     assert 'data-outcomes="timeout"' in html and 'data-outcomes="error"' in html
-    assert "timeout: something broke in pick" in html                   # error text shown
+    assert "timeout: something broke in pick" in html  # error text shown
 
 
 def test_page_elsewhere_links_back_relatively(run_dir: Path, tmp_path: Path) -> None:
@@ -193,7 +213,7 @@ def test_missing_results_json_builds_table_from_episodes(tmp_path: Path) -> None
 
 def test_stale_results_json_is_flagged(tmp_path: Path) -> None:
     records = _records()
-    stale = [r for r in records if r["seed"] != 9]                          # written before the last episode
+    stale = [r for r in records if r["seed"] != 9]  # written before the last episode
     from gallery_fixtures import results_for
 
     run_dir = write_run(tmp_path / "r", records, results=results_for(stale))
@@ -211,11 +231,14 @@ def test_atomic_write_leaves_no_temp(run_dir: Path) -> None:
 
 # ---- the two-run page ------------------------------------------------------------------------------------------
 
+
 def test_comparison_page_pairs_side_by_side(tmp_path: Path) -> None:
     a = [episode_record("pick", s, "success", video=video_name("pick", s, "success")) for s in range(3)]
-    b = [episode_record("pick", 1, "failure", video=video_name("pick", 1, "failure")),
-         episode_record("pick", 2, "success", video=video_name("pick", 2, "success")),
-         episode_record("pick", 7, "error")]
+    b = [
+        episode_record("pick", 1, "failure", video=video_name("pick", 1, "failure")),
+        episode_record("pick", 2, "success", video=video_name("pick", 2, "success")),
+        episode_record("pick", 7, "error"),
+    ]
     dir_a, dir_b = write_run(tmp_path / "A", a, policy="alpha"), write_run(tmp_path / "B", b, policy="beta")
     _touch_videos(dir_a, a)
     _touch_videos(dir_b, b)
@@ -223,15 +246,18 @@ def test_comparison_page_pairs_side_by_side(tmp_path: Path) -> None:
     assert page == dir_a / "compare.html"
     html = page.read_text()
     assert "alpha" in html and "beta" in html and "<title>VLA compare: A alpha" in html
-    pairs = re.findall(r'<div class="pair" data-filter-item data-task="pick" data-seed="(\d+)"\s+'
-                       r'data-outcomes="(\w+) (\w+)" data-discordant="(\d)">', html)
+    pairs = re.findall(
+        r'<div class="pair" data-filter-item data-task="pick" data-seed="(\d+)"\s+'
+        r'data-outcomes="(\w+) (\w+)" data-discordant="(\d)">',
+        html,
+    )
     assert pairs == [("1", "success", "failure", "1"), ("2", "success", "success", "0")]
     assert "unpaired: only in run A" in html and "unpaired: only in run B" in html
-    assert html.count('class="card outcome-success unpaired"') == 1     # pick seed 0, only in A
-    assert html.count('class="card outcome-error unpaired"') == 1       # pick seed 7, only in B
+    assert html.count('class="card outcome-success unpaired"') == 1  # pick seed 0, only in A
+    assert html.count('class="card outcome-error unpaired"') == 1  # pick seed 7, only in B
     assert '<source src="../B/videos/pick--seed1--failure.mp4"' in html
     assert '<source src="videos/pick--seed1--success.mp4"' in html
-    assert '<td data-col="b">1</td>' in html                              # paired McNemar table
+    assert '<td data-col="b">1</td>' in html  # paired McNemar table
 
 
 def test_cli_gallery_one_and_two_runs(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

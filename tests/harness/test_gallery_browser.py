@@ -25,8 +25,16 @@ from harness.gallery import build_comparison_gallery, build_gallery
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 H264 = 'video/mp4; codecs="avc1.42E01E"'
 VP9_MP4 = 'video/mp4; codecs="vp09.00.10.08"'
 NASTY = 'stack the <b>red</b> cube & say "done"'
@@ -34,10 +42,21 @@ ALL_VIDEOS_READY = """() => Array.from(document.querySelectorAll('video')).every
     v => v.readyState >= 1 && v.duration > 0)"""
 
 # (task, seed, outcome) of run A and run B; error episodes have no video (placeholder).
-RUN_A = [("pick", 0, "success"), ("pick", 1, "success"), ("pick", 2, "failure"), ("pick", 3, "error"),
-         ("stack", 0, "success"), ("stack", 1, "failure")]
-RUN_B = [("pick", 1, "failure"), ("pick", 2, "success"), ("pick", 3, "failure"), ("pick", 4, "success"),
-         ("stack", 0, "success")]
+RUN_A = [
+    ("pick", 0, "success"),
+    ("pick", 1, "success"),
+    ("pick", 2, "failure"),
+    ("pick", 3, "error"),
+    ("stack", 0, "success"),
+    ("stack", 1, "failure"),
+]
+RUN_B = [
+    ("pick", 1, "failure"),
+    ("pick", 2, "success"),
+    ("pick", 3, "failure"),
+    ("pick", 4, "success"),
+    ("stack", 0, "success"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +67,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS)
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
         yield context
         context.close()
 
@@ -65,8 +87,11 @@ def video_codec(browser: Any) -> str:
         return "libx264"
     if not support[VP9_MP4]:
         pytest.fail(f"this Chromium plays neither H.264 nor VP9 in mp4: {support}")
-    warnings.warn(f"this Chromium cannot play H.264 ({support}): the harness's libx264 videos will not play in "
-                  f"it; testing with VP9 in mp4 instead", stacklevel=1)
+    warnings.warn(
+        f"this Chromium cannot play H.264 ({support}): the harness's libx264 videos will not play in "
+        f"it; testing with VP9 in mp4 instead",
+        stacklevel=1,
+    )
     return "libvpx-vp9"
 
 
@@ -77,8 +102,7 @@ def _write(run_dir: Path, episodes: list[tuple[str, int, str]], policy: str, cod
         if video:
             write_video(run_dir / video, n_frames=6, codec=codec)
         instruction = NASTY if (task, seed) == ("stack", 1) else None
-        records.append(episode_record(task, seed, outcome, video=video, instruction=instruction,
-                                      episode_len=10 + seed))
+        records.append(episode_record(task, seed, outcome, video=video, instruction=instruction, episode_len=10 + seed))
     return write_run(run_dir, records, policy=policy)
 
 
@@ -186,8 +210,8 @@ def test_gallery_over_http(browser: Any, server: str) -> None:
     assert _filter(page, "all", "all") == len(RUN_A)
 
     srcs = _check_videos(page, server)
-    assert len(srcs) == 5                                                   # the error episode has none
-    page.evaluate("() => document.querySelector('video').play()")           # muted: autoplay is allowed
+    assert len(srcs) == 5  # the error episode has none
+    page.evaluate("() => document.querySelector('video').play()")  # muted: autoplay is allowed
     page.wait_for_function("() => document.querySelector('video').currentTime > 0", timeout=20_000)
     assert page.evaluate("() => document.querySelector('video').videoWidth") == 72
     assert errors == [], errors
@@ -207,11 +231,11 @@ def test_comparison_page_over_http(browser: Any, server: str) -> None:
     page, errors = _open(browser, f"{server}/A/compare.html")
     assert "alpha" in page.title() and "beta" in page.title()
     pairs = page.locator("div.pair")
-    assert pairs.count() == 4                                       # pick 1-3 and stack 0
+    assert pairs.count() == 4  # pick 1-3 and stack 0
     for i in range(4):
         sides = pairs.nth(i).locator("article.card").evaluate_all("cs => cs.map(c => c.dataset.side)")
         assert sides == ["A", "B"]
-    assert page.locator(".unpaired").count() == 3                   # pick 0, stack 1 (A); pick 4 (B)
+    assert page.locator(".unpaired").count() == 3  # pick 0, stack 1 (A); pick 4 (B)
     assert page.inner_text("#only-b .badge-unpaired") == "unpaired: only in run B"
     page.select_option("#filter-outcome", "discordant")
     assert page.locator("div.pair:visible").count() == 3
@@ -220,7 +244,7 @@ def test_comparison_page_over_http(browser: Any, server: str) -> None:
     assert page.locator("div.pair:visible").count() == 1
     page.select_option("#filter-outcome", "all")
     page.select_option("#filter-task", "stack")
-    assert _visible_cards(page) == 3                                # the stack pair + stack 1 only in A
+    assert _visible_cards(page) == 3  # the stack pair + stack 1 only in A
     page.select_option("#filter-task", "all")
     srcs = _check_videos(page, server)
     assert any("/B/videos/" in src for src in srcs) and any("/A/videos/" in src for src in srcs)

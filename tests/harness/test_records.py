@@ -11,11 +11,18 @@ from common.files import write_json_atomic
 from harness.records import EpisodeRecord, RecordsError, RecordSink, aggregate, read_records, repair_tail
 
 
-def _rec(task: str, seed: int, status: str = "ok", once: bool | None = True, end: bool | None = True,
-         length: int = 10) -> EpisodeRecord:
-    return EpisodeRecord(task=task, seed=seed, status=status, success_once=once, success_at_end=end,
-                         episode_len=length,
-                         timing_ms={"inference": {"mean": 2.0, "p50": 2.0, "p90": 2.0, "p99": 2.0, "n": 4}})
+def _rec(
+    task: str, seed: int, status: str = "ok", once: bool | None = True, end: bool | None = True, length: int = 10
+) -> EpisodeRecord:
+    return EpisodeRecord(
+        task=task,
+        seed=seed,
+        status=status,
+        success_once=once,
+        success_at_end=end,
+        episode_len=length,
+        timing_ms={"inference": {"mean": 2.0, "p50": 2.0, "p90": 2.0, "p99": 2.0, "n": 4}},
+    )
 
 
 def _seeds(path: Path) -> list[int]:
@@ -29,15 +36,20 @@ def test_record_round_trips_through_json() -> None:
     assert _rec("a", 1, status="error", once=None, end=None).outcome() == "error"
 
 
-@pytest.mark.parametrize("obj, message", [
-    ({"task": "a", "seed": 1, "status": "ok", "episode_len": 3}, "missing key 'success_once'"),
-    ({"task": "a", "seed": True, "status": "ok", "success_once": True, "success_at_end": True, "episode_len": 3},
-     "key 'seed' must be int, got bool True"),
-    ({"task": "a", "seed": 1, "status": "done", "episode_len": 3}, r"key 'status' must be one of \['ok'"),
-    ({"task": "a", "seed": 1, "status": "error", "episode_len": -1}, "'episode_len' must be >= 0"),
-    ({"schema_version": 9, "task": "a", "seed": 1, "status": "error", "episode_len": 0}, "schema_version 9"),
-    ([1, 2], "expected a JSON object, got list"),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({"task": "a", "seed": 1, "status": "ok", "episode_len": 3}, "missing key 'success_once'"),
+        (
+            {"task": "a", "seed": True, "status": "ok", "success_once": True, "success_at_end": True, "episode_len": 3},
+            "key 'seed' must be int, got bool True",
+        ),
+        ({"task": "a", "seed": 1, "status": "done", "episode_len": 3}, r"key 'status' must be one of \['ok'"),
+        ({"task": "a", "seed": 1, "status": "error", "episode_len": -1}, "'episode_len' must be >= 0"),
+        ({"schema_version": 9, "task": "a", "seed": 1, "status": "error", "episode_len": 0}, "schema_version 9"),
+        ([1, 2], "expected a JSON object, got list"),
+    ],
+)
 def test_malformed_records_name_the_key(obj, message) -> None:
     with pytest.raises(RecordsError, match=f"^f.jsonl:4: .*{message}"):
         EpisodeRecord.from_json(obj, "f.jsonl:4")
@@ -93,9 +105,12 @@ def test_corrupt_middle_line_and_duplicates_raise(tmp_path: Path) -> None:
 
 def test_aggregate_excludes_errors_and_timeouts() -> None:
     records = [
-        _rec("a", 0), _rec("a", 1, once=True, end=False, length=20), _rec("a", 2, once=False, end=False, length=40),
+        _rec("a", 0),
+        _rec("a", 1, once=True, end=False, length=20),
+        _rec("a", 2, once=False, end=False, length=40),
         _rec("a", 3, status="error", once=None, end=None, length=3),
-        _rec("b", 0, status="timeout", once=None, end=None, length=0), _rec("b", 1, once=False, end=False),
+        _rec("b", 0, status="timeout", once=None, end=None, length=0),
+        _rec("b", 1, once=False, end=False),
     ]
     agg = aggregate(records, ["a", "b"])
     a, b, overall = agg["per_task"]["a"], agg["per_task"]["b"], agg["overall"]

@@ -29,8 +29,9 @@ def test_lost_connection_is_an_error_episode_and_the_next_one_reconnects(tmp_pat
     # chunk 10, 40 steps: 4 requests per episode; request 6 (seed 1's second call) is answered by a dropped TCP
     # connection.
     with ForeignServer(metadata={"cameras": ["head"], "chunk_size": 10}, drop_on=(6,)) as srv:
-        cfg = fake_config(tmp_path / "o", policy=f"remote:{srv.url}", tasks=("DualArmLiftBar-v1",), seeds="0:3",
-                          end_on_success=False)
+        cfg = fake_config(
+            tmp_path / "o", policy=f"remote:{srv.url}", tasks=("DualArmLiftBar-v1",), seeds="0:3", end_on_success=False
+        )
         assert run_bench(cfg, env_factory=make_fake_env) == 0
         records, results = load_run(tmp_path / "o")
     status = {r["seed"]: r["status"] for r in records}
@@ -43,8 +44,14 @@ def test_lost_connection_is_an_error_episode_and_the_next_one_reconnects(tmp_pat
 
 def test_each_worker_opens_its_own_connection(tmp_path: Path) -> None:
     with ForeignServer(metadata={"cameras": ["head"], "chunk_size": 10}) as srv:
-        cfg = fake_config(tmp_path / "o", policy=f"remote:{srv.url}", tasks=("DualArmLiftBar-v1",), seeds="0:4",
-                          end_on_success=False, workers=2)
+        cfg = fake_config(
+            tmp_path / "o",
+            policy=f"remote:{srv.url}",
+            tasks=("DualArmLiftBar-v1",),
+            seeds="0:4",
+            end_on_success=False,
+            workers=2,
+        )
         assert run_bench(cfg, env_factory=make_fake_env) == 0
         records, _ = load_run(tmp_path / "o")
     assert sorted(r["status"] for r in records) == ["ok"] * 4
@@ -84,8 +91,9 @@ def _records(out: Path) -> dict:
 @pytest.mark.timeout(900)
 def test_served_checkpoint_gives_the_same_episodes_as_in_process(tmp_path: Path) -> None:
     ckpt = tiny_checkpoint()
-    common = dict(tasks=("DualArmLiftBar-v1",), seeds="100000:100002", video="none", progress=False,
-                  max_episode_steps=24)
+    common = dict(
+        tasks=("DualArmLiftBar-v1",), seeds="100000:100002", video="none", progress=False, max_episode_steps=24
+    )
     local_cfg = BenchConfig(policy=f"checkpoint:{ckpt}", out=tmp_path / "local", **common)
     assert run_bench(local_cfg, env_factory=functools.partial(recording_env, run="local")) == 0
     with VlaServe(f"checkpoint:{ckpt}") as srv:
@@ -99,5 +107,7 @@ def test_served_checkpoint_gives_the_same_episodes_as_in_process(tmp_path: Path)
     assert a.shape == b.shape == (48, 1, 14)
     np.testing.assert_allclose(b, a, atol=1e-5, rtol=0, err_msg="every executed action matches")
     res = json.loads((tmp_path / "remote" / "results.json").read_text())
-    assert res["config"]["resolved"]["policy_sha256"] == json.loads(
-        (tmp_path / "local" / "results.json").read_text())["config"]["resolved"]["policy_sha256"]
+    assert (
+        res["config"]["resolved"]["policy_sha256"]
+        == json.loads((tmp_path / "local" / "results.json").read_text())["config"]["resolved"]["policy_sha256"]
+    )

@@ -53,8 +53,19 @@ def test_records_and_results_follow_the_schema(tmp_path: Path, run_fake) -> None
     assert results["config"]["resolved"]["max_episode_steps"] == {t: 40 for t in FAKE_TASKS}
     assert results["throughput"]["workers"] == 1 and results["throughput"]["episodes"] == 16
     prov = results["provenance"]
-    for key in ("git_sha", "git_dirty", "packages", "vulkan", "render_backend", "sim_backend", "device",
-                "checkpoint", "python", "hostname", "command"):
+    for key in (
+        "git_sha",
+        "git_dirty",
+        "packages",
+        "vulkan",
+        "render_backend",
+        "sim_backend",
+        "device",
+        "checkpoint",
+        "python",
+        "hostname",
+        "command",
+    ):
         assert key in prov, key
     assert prov["checkpoint"] is None and prov["packages"]["numpy"]
 
@@ -71,8 +82,13 @@ def test_same_seeds_give_identical_results(tmp_path: Path, run_fake) -> None:
 
 @pytest.mark.parametrize(("chunk", "k", "coeff"), [(4, None, None), (4, 3, None), (6, 1, None), (4, None, 0.01)])
 def test_policy_calls_follow_the_chunk_mode(tmp_path: Path, run_fake, chunk, k, coeff) -> None:
-    _, records, _ = run_fake(tmp_path / "o", policy_kw={"chunk_size": chunk}, n_action_steps=k,
-                             temporal_ensemble_coeff=coeff, tasks=FAKE_TASKS[:1])
+    _, records, _ = run_fake(
+        tmp_path / "o",
+        policy_kw={"chunk_size": chunk},
+        n_action_steps=k,
+        temporal_ensemble_coeff=coeff,
+        tasks=FAKE_TASKS[:1],
+    )
     every = 1 if coeff is not None else (k or chunk)
     for r in records:
         assert r["policy_calls"] == math.ceil(r["episode_len"] / every), r
@@ -160,7 +176,7 @@ class _WeightsPolicy(GoalPolicy):
 
     def __init__(self, sha256: str):
         super().__init__()
-        self.metadata = dataclasses.replace(self.metadata, extra={"sha256": sha256})
+        self.metadata = dataclasses.replace(self.metadata, weights_digest=sha256)
 
 
 def test_resume_refuses_other_weights_under_the_same_policy_string(tmp_path: Path, run_fake) -> None:

@@ -28,8 +28,9 @@ VOLATILE = ("timing_ms", "wall_s", "finished_at", "worker")
 
 
 def _cfg(out: Path, **kw) -> BenchConfig:
-    base = dict(policy="scripted", out=out, tasks=(TASK,), seeds="0:2", video="none", progress=False,
-                max_episode_steps=70)
+    base = dict(
+        policy="scripted", out=out, tasks=(TASK,), seeds="0:2", video="none", progress=False, max_episode_steps=70
+    )
     base.update(kw)
     return BenchConfig(**base)
 
@@ -104,8 +105,25 @@ def test_rendered_episode_with_video(tmp_path: Path) -> None:
 
 def test_sigkill_and_resume_with_vla_bench(tmp_path: Path) -> None:
     out = tmp_path / "o"
-    cmd = [sys.executable, "-m", "scripts.cli", "bench", "--policy", "scripted", "--tasks", TASK, "--seeds", "0:10",
-           "--out", str(out), "--video", "none", "--max-episode-steps", "70", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.cli",
+        "bench",
+        "--policy",
+        "scripted",
+        "--tasks",
+        TASK,
+        "--seeds",
+        "0:10",
+        "--out",
+        str(out),
+        "--video",
+        "none",
+        "--max-episode-steps",
+        "70",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path, deadline = out / "episodes.jsonl", time.monotonic() + 180
     while (not path.exists() or path.read_text().count("\n") < 3) and time.monotonic() < deadline:
@@ -143,8 +161,7 @@ def test_cameras_render_only_when_consumed(tmp_path: Path, video: str, stride: i
     import fakes
 
     fakes.BUILT_ENVS.clear()
-    cfg = _cfg(tmp_path / "o", n_action_steps=8, video=video, video_stride=stride, max_episode_steps=40,
-               image_size=32)
+    cfg = _cfg(tmp_path / "o", n_action_steps=8, video=video, video_stride=stride, max_episode_steps=40, image_size=32)
     assert run_bench(cfg, env_factory=fakes.make_counted_maniskill_env, policy_factory=fakes.make_hold_policy) == 0
     (env,) = fakes.BUILT_ENVS
     records = list(_records(tmp_path / "o").values())

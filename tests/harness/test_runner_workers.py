@@ -26,8 +26,9 @@ def test_two_workers_equal_one(tmp_path: Path, run_fake) -> None:
     # The forgetful policy fails any episode not preceded by its own reset(): a policy shared or not reset
     # across workers' episodes would change outcomes.
     _, one, res_one = run_fake(tmp_path / "one", policy_factory=make_forgetful_policy)
-    _, two, res_two = run_fake(tmp_path / "two", policy_factory=make_forgetful_policy, workers=2,
-                               env_kw={"step_sleep": 0.01})  # slow enough that both workers get episodes
+    _, two, res_two = run_fake(
+        tmp_path / "two", policy_factory=make_forgetful_policy, workers=2, env_kw={"step_sleep": 0.01}
+    )  # slow enough that both workers get episodes
     assert _outcomes(one) == _outcomes(two)
     assert {r["worker"] for r in two} == {0, 1}, "both workers ran episodes"
     assert res_one["per_task"] == res_two["per_task"] and res_two["throughput"]["workers"] == 2
@@ -35,8 +36,13 @@ def test_two_workers_equal_one(tmp_path: Path, run_fake) -> None:
 
 def test_episode_timeout_kills_and_replaces_the_worker(tmp_path: Path, run_fake) -> None:
     start = time.monotonic()
-    code, records, results = run_fake(tmp_path / "o", env_kw={"hang_seeds": (3,), "hang_s": 120.0},
-                                      tasks=FAKE_TASKS[:1], seeds="0:6", episode_timeout=4.0)
+    code, records, results = run_fake(
+        tmp_path / "o",
+        env_kw={"hang_seeds": (3,), "hang_s": 120.0},
+        tasks=FAKE_TASKS[:1],
+        seeds="0:6",
+        episode_timeout=4.0,
+    )
     assert time.monotonic() - start < 90, "the hung episode must not block the run"
     status = {r["seed"]: r["status"] for r in records}
     assert status == {0: "ok", 1: "ok", 2: "ok", 3: "timeout", 4: "ok", 5: "ok"}
@@ -48,9 +54,29 @@ def test_episode_timeout_kills_and_replaces_the_worker(tmp_path: Path, run_fake)
 
 
 def _bench_cmd(out: Path, workers: int, resume: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "scripts.cli", "bench", "--policy", "random", "--tasks", ",".join(FAKE_TASKS),
-           "--seeds", "0:10", "--out", str(out), "--env-factory", "fakes:make_slow_fake_env", "--video", "none",
-           "--max-episode-steps", "25", "--no-progress", "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.cli",
+        "bench",
+        "--policy",
+        "random",
+        "--tasks",
+        ",".join(FAKE_TASKS),
+        "--seeds",
+        "0:10",
+        "--out",
+        str(out),
+        "--env-factory",
+        "fakes:make_slow_fake_env",
+        "--video",
+        "none",
+        "--max-episode-steps",
+        "25",
+        "--no-progress",
+        "--workers",
+        str(workers),
+    ]
     return cmd + (["--resume"] if resume else [])
 
 
@@ -62,8 +88,9 @@ def _lines(path: Path) -> int:
 def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path, workers: int) -> None:
     out = tmp_path / "o"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO)])}
-    proc = subprocess.Popen(_bench_cmd(out, workers, False), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _bench_cmd(out, workers, False), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     episodes = out / "episodes.jsonl"
     deadline = time.monotonic() + 120
     while _lines(episodes) < 4 and proc.poll() is None and time.monotonic() < deadline:
@@ -75,8 +102,9 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path, worker
     killed_at = _lines(episodes)
     assert 4 <= killed_at < 20, f"{killed_at} episodes were done at the kill"
     first = [json.loads(line) for line in episodes.read_text().splitlines()[:killed_at]]
-    done = subprocess.run(_bench_cmd(out, workers, True), cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        _bench_cmd(out, workers, True), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in episodes.read_text().splitlines()]
     keys = [(r["task"], r["seed"]) for r in records]

@@ -61,8 +61,9 @@ def test_encode_episode_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", ["all", "failures", "none"])
 def test_runner_writes_one_video_per_episode(tmp_path: Path, run_fake, mode: str) -> None:
     out = tmp_path / "o"
-    _, records, results = run_fake(out, env_kw={"fail_seeds": (4,)}, tasks=("DualArmLiftBar-v1",), seeds="0:6",
-                                   video=mode, max_episode_steps=20)
+    _, records, results = run_fake(
+        out, env_kw={"fail_seeds": (4,)}, tasks=("DualArmLiftBar-v1",), seeds="0:6", video=mode, max_episode_steps=20
+    )
     assert results["config"]["resolved"]["cameras"] == (["head"] if mode != "none" else [])
     videos = sorted(p.name for p in (out / "videos").glob("*.mp4")) if (out / "videos").exists() else []
     outcome = {0: "success", 1: "success", 2: "failure", 3: "success", 4: "error", 5: "failure"}

@@ -12,11 +12,15 @@ INSTRUCTIONS = ["pick up the red cube", "Open the drawer", "stack the two blocks
 def micro_overrides() -> dict:
     """A VLAConfig far smaller than ``tiny`` with the same structure (fused ViTs, GQA Llama, proprio, 2 views)."""
     return dict(
-        image_size=32, patch_size=16,
+        image_size=32,
+        patch_size=16,
         dino={"width": 32, "depth": 3, "heads": 2, "mlp_dim": 64, "registers": 4},
         siglip={"width": 32, "depth": 3, "heads": 2, "mlp_dim": 48},
         llm={"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
-        chunk_size=2, action_dim=3, proprio_dim=5, n_action_bins=32,
+        chunk_size=2,
+        action_dim=3,
+        proprio_dim=5,
+        n_action_bins=32,
     )
 
 
@@ -75,6 +79,10 @@ def norm_stats():
     from policies.normalization import ArrayStats, NormStats
 
     rng = np.random.default_rng(1)
-    return {"micro": NormStats(action=ArrayStats.compute(rng.normal(size=(64, 3))),
-                               proprio=ArrayStats.compute(rng.normal(size=(64, 5))), num_transitions=64)}
-
+    return {
+        "micro": NormStats(
+            action=ArrayStats.compute(rng.normal(size=(64, 3))),
+            proprio=ArrayStats.compute(rng.normal(size=(64, 5))),
+            num_transitions=64,
+        )
+    }

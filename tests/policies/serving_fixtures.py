@@ -54,8 +54,15 @@ class SumPolicy:
     instruction raises; ``delay_s`` slows each call (so concurrent requests queue up)."""
 
     def __init__(self, delay_s: float = 0.0, fail_word: str = "explode") -> None:
-        self.metadata = PolicyMetadata(name="sum", cameras=("head", "left_wrist"), chunk_size=4, image_size=16,
-                                       extra={"sha256": "ab" * 32, "norm_mode": "bounds_q99"})
+        self.metadata = PolicyMetadata(
+            name="sum",
+            cameras=("head", "left_wrist"),
+            chunk_size=4,
+            image_size=16,
+            weights_digest="ab" * 32,
+            trained_visual_quality=("fast",),
+            extra={"norm_mode": "bounds_q99"},
+        )
         self.delay_s, self.fail_word, self.batch_sizes = delay_s, fail_word, []
 
     def reset(self) -> None:
@@ -99,16 +106,22 @@ def sample_obs(n: int = 1, seed: int = 0, size: int = SIZE, cameras: tuple[str, 
 
 def native_request(obs: Observation, i: int = 0) -> dict:
     """Sample ``i`` of ``obs`` as an unbatched native wire map (HWC images)."""
-    return {"images": {c: np.asarray(v[i]) for c, v in obs.images.items()}, "proprio": np.asarray(obs.proprio[i]),
-            "instruction": obs.instruction[i]}
+    return {
+        "images": {c: np.asarray(v[i]) for c, v in obs.images.items()},
+        "proprio": np.asarray(obs.proprio[i]),
+        "instruction": obs.instruction[i],
+    }
 
 
 def aloha_request(obs: Observation, i: int = 0) -> dict:
     """Sample ``i`` of ``obs`` under openpi's ALOHA keys with CHW images (as openpi's aloha example sends)."""
     from policies.serving.keys import ALOHA_CAMERAS
 
-    return {"images": {ALOHA_CAMERAS[c]: np.ascontiguousarray(np.moveaxis(v[i], -1, 0)) for c, v in obs.images.items()},
-            "state": np.asarray(obs.proprio[i]), "prompt": obs.instruction[i]}
+    return {
+        "images": {ALOHA_CAMERAS[c]: np.ascontiguousarray(np.moveaxis(v[i], -1, 0)) for c, v in obs.images.items()},
+        "state": np.asarray(obs.proprio[i]),
+        "prompt": obs.instruction[i],
+    }
 
 
 def server_env(threads: int = 1) -> dict[str, str]:
@@ -123,8 +136,9 @@ class VlaServe:
 
     def __init__(self, spec: str, *args: str, timeout: float = 180.0) -> None:
         cmd = [sys.executable, "-m", "scripts.cli", "serve", "--policy", spec, "--port", "0", *args]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.stderr_lines: list[str] = []
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         self.url = self._wait_ready(timeout)
@@ -168,7 +182,7 @@ class VlaServe:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "VlaServe":
+    def __enter__(self) -> VlaServe:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -181,8 +195,12 @@ class ForeignServer:
     (default (10, 14) zeros + request count). ``drop_on`` request numbers are answered by aborting the TCP
     connection instead (a crashed server or a network cut). Runs on a thread; ``requests`` holds what arrived."""
 
-    def __init__(self, metadata: dict | None = None, reply: Callable[[dict, int], np.ndarray] | None = None,
-                 drop_on: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        metadata: dict | None = None,
+        reply: Callable[[dict, int], np.ndarray] | None = None,
+        drop_on: tuple[int, ...] = (),
+    ) -> None:
         self.metadata = metadata if metadata is not None else {}
         self.reply = reply or (lambda req, n: np.full((10, 14), float(n), np.float32))
         self.drop_on, self.requests, self.connections = set(drop_on), [], 0
@@ -222,7 +240,7 @@ class ForeignServer:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "ForeignServer":
+    def __enter__(self) -> ForeignServer:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("foreign server did not start")

@@ -1,4 +1,4 @@
-"""Checkpoint I/O on micro checkpoints the tests write: native round trip, OpenVLA format, bad checkpoints."""
+"""Checkpoint I/O on micro checkpoints the tests write: run-format round trip, OpenVLA format, bad checkpoints."""
 
 from __future__ import annotations
 
@@ -9,10 +9,32 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from policies.openvla import checkpoint as ck
-from policies.openvla.checkpoint import (CheckpointError, export_openvla_checkpoint, from_openvla_checkpoint, load_vla,
-                                         save_vla)
+from policies.openvla import weights as ck
+from policies.openvla.openvla_format import export_openvla_checkpoint, from_openvla_checkpoint
 from policies.openvla.processor import VLAProcessor
+from policies.openvla.run_format import (
+    RUN_CHECKPOINT_FORMAT,
+    load_checkpoint_model,
+    verify_checkpoint,
+    write_checkpoint_dir,
+    write_manifest,
+)
+from policies.openvla.weights import CheckpointError
+
+
+def write_run_checkpoint(target, model, proc, norm_stats):
+    """A finetune=full `vla train`-format checkpoint of an in-memory model (what the trainer writes)."""
+    config = {
+        "format": RUN_CHECKPOINT_FORMAT,
+        "format_version": 1,
+        "model": model.config.to_dict(),
+        "data": {"cameras": list(model.config.cameras)},
+        "finetune": "full",
+        "base": None,
+        "unnorm_key": next(iter(norm_stats)),
+        "norm_mode": model.config.norm_mode,
+    }
+    return write_checkpoint_dir(target, config=config, processor=proc, model=model, norm_stats=norm_stats)
 
 
 @pytest.fixture
@@ -22,47 +44,62 @@ def saved(tmp_path, make_model, micro_tokenizer, norm_stats):
     return model, proc, tmp_path
 
 
-def test_native_save_load_round_trip_is_exact(saved, batch, norm_stats):
+def test_run_checkpoint_round_trip_is_exact(saved, batch, norm_stats):
     model, proc, tmp = saved
-    save_vla(tmp / "ckpt", model, proc, norm_stats)
+    write_run_checkpoint(tmp / "ckpt", model, proc, norm_stats)
     assert sorted(os.listdir(tmp)) == ["ckpt"], "no temporary directories may be left behind"
-    loaded, proc2 = load_vla(tmp / "ckpt")
-    assert loaded.config == model.config and not loaded.training
+    assert verify_checkpoint(tmp / "ckpt", deep=True), "a manifest is written last"
+    loaded, proc2, _, raw = load_checkpoint_model(tmp / "ckpt")
+    assert loaded.config == model.config and not loaded.training and raw["finetune"] == "full"
     a, b = model.state_dict(), loaded.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     inputs, _ = batch(model.config)
     assert torch.equal(model.predict_action_chunk(**inputs), loaded.predict_action_chunk(**inputs))
     assert proc2.settings == proc.settings and proc2.tokenizer.get_vocab() == proc.tokenizer.get_vocab()
-    bf16, _ = load_vla(tmp / "ckpt", dtype=torch.bfloat16)
+    bf16, *_ = load_checkpoint_model(tmp / "ckpt", dtype=torch.bfloat16)
     assert bf16.dtype == torch.bfloat16
 
 
-def test_failed_save_keeps_the_previous_checkpoint(saved, monkeypatch):
+def test_failed_save_keeps_the_previous_checkpoint(saved, monkeypatch, norm_stats):
     model, proc, tmp = saved
-    save_vla(tmp / "ckpt", model, proc)
+    write_run_checkpoint(tmp / "ckpt", model, proc, norm_stats)
     before = (tmp / "ckpt" / "model.safetensors").read_bytes()
 
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("safetensors.torch.save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
-        save_vla(tmp / "ckpt", model, proc)
+    with pytest.raises(OSError, match="no space left on device while writing .*ckpt"):
+        write_run_checkpoint(tmp / "ckpt", model, proc, norm_stats)
     assert (tmp / "ckpt" / "model.safetensors").read_bytes() == before
     assert sorted(os.listdir(tmp)) == ["ckpt"]
 
 
-def test_native_load_lists_bad_keys(saved):
+def test_cut_short_weights_are_named(saved, norm_stats):
+    """A truncated model.safetensors: a one-line CheckpointError naming the file (with and without manifest)."""
     model, proc, tmp = saved
-    save_vla(tmp / "ckpt", model, proc)
-    path = tmp / "ckpt" / "model.safetensors"
+    ckpt = write_run_checkpoint(tmp / "ckpt", model, proc, norm_stats)
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: 1000 bytes, the manifest says \d+ \(cut short"):
+        load_checkpoint_model(ckpt)
+    (ckpt / "manifest.json").unlink()  # a checkpoint written before manifests existed
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: unreadable safetensors file"):
+        load_checkpoint_model(ckpt)
+
+
+def test_run_checkpoint_lists_bad_keys(saved, norm_stats):
+    model, proc, tmp = saved
+    ckpt = write_run_checkpoint(tmp / "ckpt", model, proc, norm_stats)
+    path = ckpt / "model.safetensors"
     state = load_file(str(path))
     del state["projector.fc3.bias"]
     state["projector.fc9.weight"] = torch.zeros(2)
     state["action_head.model.fc2.weight"] = torch.zeros(1, 1)
     save_file(state, str(path))
+    write_manifest(ckpt)  # the tensors themselves are wrong, not the file
     with pytest.raises(CheckpointError) as err:
-        load_vla(tmp / "ckpt")
+        load_checkpoint_model(ckpt)
     msg = str(err.value)
     assert "projector.fc3.bias" in msg and "projector.fc9.weight" in msg and "action_head.model.fc2.weight" in msg
     assert "missing" in msg and "unexpected" in msg and "shape mismatch" in msg
@@ -74,8 +111,9 @@ def test_openvla_format_round_trip_loads_heads_and_stats(saved, batch, norm_stat
     names = os.listdir(tmp / "ov")
     assert "action_head--150000_checkpoint.pt" in names and "proprio_projector--150000_checkpoint.pt" in names
     assert sum(n.startswith("model-") for n in names) > 2
-    loaded, proc2, stats = from_openvla_checkpoint(tmp / "ov", chunk_size=model.config.chunk_size,
-                                                   cameras=model.config.cameras, center_crop=False)
+    loaded, proc2, stats = from_openvla_checkpoint(
+        tmp / "ov", chunk_size=model.config.chunk_size, cameras=model.config.cameras, center_crop=False
+    )
     assert loaded.config == model.config
     assert list(stats) == ["micro"] and stats["micro"].num_transitions == 64
     inputs, _ = batch(model.config)
@@ -142,13 +180,13 @@ def test_bad_head_file_is_reported(exported):
         from_openvla_checkpoint(exported, chunk_size=2)
 
 
-def test_format_confusion_has_clear_errors(exported, saved):
-    with pytest.raises(ValueError, match="from_openvla_checkpoint"):
-        load_vla(exported)
+def test_format_confusion_has_clear_errors(exported, saved, norm_stats):
+    with pytest.raises(ValueError, match="not written by `vla train`"):
+        load_checkpoint_model(exported)
     model, proc, tmp = saved
-    save_vla(tmp / "native", model, proc)
+    write_run_checkpoint(tmp / "run", model, proc, norm_stats)
     with pytest.raises(ValueError, match="model_type"):
-        from_openvla_checkpoint(tmp / "native")
+        from_openvla_checkpoint(tmp / "run")
 
 
 def test_key_report_limits_and_passes():
@@ -162,19 +200,35 @@ def test_released_openvla_7b_config_maps_to_the_preset_dimensions():
     from policies.openvla.openvla_format import config_from_openvla
 
     raw = {  # the fields of openvla/openvla-7b config.json that matter (its text_config is a 4.40 diff)
-        "arch_specifier": "no-align+fused-gelu-mlp", "image_sizes": [224, 224], "llm_backbone_id": "llama2-7b-pure",
-        "model_type": "openvla", "n_action_bins": 256, "pad_to_multiple_of": 64, "pad_token_id": 32000,
+        "arch_specifier": "no-align+fused-gelu-mlp",
+        "image_sizes": [224, 224],
+        "llm_backbone_id": "llama2-7b-pure",
+        "model_type": "openvla",
+        "n_action_bins": 256,
+        "pad_to_multiple_of": 64,
+        "pad_token_id": 32000,
         "text_config": {"model_type": "llama", "pad_token_id": 32000, "torch_dtype": "bfloat16", "vocab_size": 32064},
         "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
-        "use_fused_vision_backbone": True, "vision_backbone_id": "dinosiglip-vit-so-224px",
+        "use_fused_vision_backbone": True,
+        "vision_backbone_id": "dinosiglip-vit-so-224px",
         "norm_stats": {"bridge_orig": {"action": {k: [0.0] * 7 for k in ("mean", "std", "min", "max", "q01", "q99")}}},
     }
     cfg = config_from_openvla(raw, "config.json", {}, {})
     want = preset("openvla-7b")
     assert (cfg.dino, cfg.siglip, cfg.llm, cfg.image_size, cfg.patch_size) == (
-        want.dino, want.siglip, want.llm, want.image_size, want.patch_size)
+        want.dino,
+        want.siglip,
+        want.llm,
+        want.image_size,
+        want.patch_size,
+    )
     assert (cfg.action_token_end_id, cfg.empty_token_id, cfg.action_head, cfg.chunk_size, cfg.action_dim) == (
-        32000, 29871, "tokens", 1, 7)
+        32000,
+        29871,
+        "tokens",
+        1,
+        7,
+    )
     oft = config_from_openvla(raw, "config.json", {}, {"action_head": "l1", "action_dim": 14, "proprio_dim": 14})
     assert (oft.action_head, oft.chunk_size) == ("l1", 8)
     with pytest.raises(ValueError, match="unknown timm_model_ids"):
@@ -192,24 +246,33 @@ def test_several_head_steps_need_a_choice(exported):
     assert model.action_head is not None
 
 
-def test_check_checkpoint_on_a_native_checkpoint(saved, batch, norm_stats, capsys):
+def test_check_checkpoint_on_a_run_checkpoint(saved, batch, norm_stats, capsys):
     from policies.openvla.check import run_check
     from policies.openvla.check_config import CheckCheckpointConfig
 
     model, proc, tmp = saved
-    save_vla(tmp / "ckpt", model, proc, norm_stats)
+    write_run_checkpoint(tmp / "ckpt", model, proc, norm_stats)
     inputs, _ = batch(model.config, n=2)
     images = torch.randint(0, 256, (2, 2, 32, 32, 3), dtype=torch.uint8)
     pv = proc.preprocess_images(images, train=False)
     args = (pv, inputs["input_ids"], inputs["attention_mask"])
     with torch.no_grad():
         hidden = model.action_hidden_states(*args, inputs["proprio"])
-        gen = model.generate_action_tokens(pv[:, :6], *args[1:], n_tokens=3, restrict_to_actions=False,
-                                           return_logits=True)
-        ref = {"images": images, "pixel_values": pv, "input_ids": args[1], "attention_mask": args[2],
-               "proprio": inputs["proprio"], "projected_patch_embeddings": model.embed_images(pv),
-               "oft_action_hidden_states": hidden, "oft_actions_normalized": model.action_head(hidden),
-               "logits_last": gen["logits"][:, 0], "discrete_token_ids": gen["token_ids"]}
+        gen = model.generate_action_tokens(
+            pv[:, :6], *args[1:], n_tokens=3, restrict_to_actions=False, return_logits=True
+        )
+        ref = {
+            "images": images,
+            "pixel_values": pv,
+            "input_ids": args[1],
+            "attention_mask": args[2],
+            "proprio": inputs["proprio"],
+            "projected_patch_embeddings": model.embed_images(pv),
+            "oft_action_hidden_states": hidden,
+            "oft_actions_normalized": model.action_head(hidden),
+            "logits_last": gen["logits"][:, 0],
+            "discrete_token_ids": gen["token_ids"],
+        }
     save_file({k: v.contiguous() for k, v in ref.items()}, str(tmp / "ref.safetensors"))
     cfg = CheckCheckpointConfig(tmp / "ckpt", tmp / "ref.safetensors")
     assert run_check(cfg) == 0, capsys.readouterr().out
@@ -224,8 +287,9 @@ def test_single_encoder_openvla_round_trip(tmp_path, make_model, batch, norm_sta
     export_openvla_checkpoint(tmp_path / "ov", model, norm_stats)
     raw = json.loads((tmp_path / "ov" / "config.json").read_text())
     assert raw["use_fused_vision_backbone"] is False and raw["arch_specifier"] == "no-align+gelu-mlp"
-    loaded, _, _ = from_openvla_checkpoint(tmp_path / "ov", chunk_size=cfg.chunk_size, cameras=cfg.cameras,
-                                           center_crop=False)
+    loaded, _, _ = from_openvla_checkpoint(
+        tmp_path / "ov", chunk_size=cfg.chunk_size, cameras=cfg.cameras, center_crop=False
+    )
     assert loaded.config.replace(dino=cfg.dino) == cfg  # the unused DINOv2 spec keeps its default
     inputs, _ = batch(cfg)
     assert torch.equal(model.predict_action_chunk(**inputs), loaded.predict_action_chunk(**inputs))

@@ -24,10 +24,23 @@ def require_fixtures(name: str) -> Path:
         pytest.skip(f"shared fixtures not available at {FIXTURES / name} (a user's clone has no ../shared)")
     return FIXTURES
 
-OUTPUTS = ["projected_patch_embeddings", "logits_last", "discrete_token_ids", "discrete_actions_normalized",
-           "discrete_actions", "discrete_greedy_margins", "oft_input_ids", "oft_attention_mask",
-           "oft_action_token_mask", "oft_action_hidden_states", "oft_actions_normalized", "oft_actions",
-           "pixel_values", "proprio"]
+
+OUTPUTS = [
+    "projected_patch_embeddings",
+    "logits_last",
+    "discrete_token_ids",
+    "discrete_actions_normalized",
+    "discrete_actions",
+    "discrete_greedy_margins",
+    "oft_input_ids",
+    "oft_attention_mask",
+    "oft_action_token_mask",
+    "oft_action_hidden_states",
+    "oft_actions_normalized",
+    "oft_actions",
+    "pixel_values",
+    "proprio",
+]
 
 
 def _cli(argv: list[str]) -> int:
@@ -40,8 +53,9 @@ def _cli(argv: list[str]) -> int:
 
 def test_check_checkpoint_reproduces_every_stored_output(capsys):
     tiny = require_fixtures("openvla_tiny_a") / "openvla_tiny_a"
-    code = _cli(["check-checkpoint", str(tiny), "--reference", str(tiny / "reference_io.safetensors"),
-                 "--atol", "1e-5"])
+    code = _cli(
+        ["check-checkpoint", str(tiny), "--reference", str(tiny / "reference_io.safetensors"), "--atol", "1e-5"]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     rows = {line.split()[0]: line for line in out.splitlines() if line and line.split()[0] in OUTPUTS}
@@ -64,7 +78,7 @@ def test_check_checkpoint_fails_beyond_tolerance(tmp_path, capsys):
 
 
 def test_fixture_heads_and_config_are_read_from_the_files():
-    from policies.openvla.checkpoint import from_openvla_checkpoint
+    from policies.openvla.openvla_format import from_openvla_checkpoint
 
     tiny = require_fixtures("openvla_tiny_a") / "openvla_tiny_a"
     model, processor, stats = from_openvla_checkpoint(tiny)
@@ -79,7 +93,7 @@ def test_fixture_heads_and_config_are_read_from_the_files():
 
 def test_fixture_with_a_missing_shard_names_it(tmp_path):
     tiny = require_fixtures("openvla_tiny_a") / "openvla_tiny_a"
-    from policies.openvla.checkpoint import from_openvla_checkpoint
+    from policies.openvla.openvla_format import from_openvla_checkpoint
 
     copy = tmp_path / "ckpt"
     shutil.copytree(tiny, copy)
@@ -90,10 +104,10 @@ def test_fixture_with_a_missing_shard_names_it(tmp_path):
 
 def test_openvla_7b_preset_maps_exactly_the_released_key_set():
     shapes_file = require_fixtures("openvla_7b_state_dict_shapes.json") / "openvla_7b_state_dict_shapes.json"
-    from policies.openvla.checkpoint import key_report
     from policies.openvla.config import preset
     from policies.openvla.keymap import openvla_rules, openvla_shapes
     from policies.openvla.model import HEAD_MODULES, VLA
+    from policies.openvla.weights import key_report
 
     released = json.loads(shapes_file.read_text())
     cfg = preset("openvla-7b")

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from policies.openvla.lora import (apply_lora, count_parameters, load_adapter, load_heads, merge_lora, save_adapter,
-                                   save_heads)
+from policies.openvla.lora import (
+    apply_lora,
+    count_parameters,
+    load_adapter,
+    load_heads,
+    merge_lora,
+    save_adapter,
+    save_heads,
+)
 
 
 def _perturb_lora(model, seed=0):
@@ -20,12 +27,16 @@ def _perturb_lora(model, seed=0):
 def test_default_targets_are_llm_and_projector_linears_only(make_model):
     model, cfg = make_model()
     peft_model = apply_lora(model, r=4)
-    wrapped = sorted(n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
-                     if hasattr(m, "lora_A") and hasattr(m, "base_layer"))
+    wrapped = sorted(
+        n.removeprefix("base_model.model.")
+        for n, m in peft_model.named_modules()
+        if hasattr(m, "lora_A") and hasattr(m, "base_layer")
+    )
     assert len(wrapped) == 7 * cfg.llm.num_layers + 3
     assert {"projector.fc1", "projector.fc2", "projector.fc3"} <= set(wrapped)
-    assert not any(n.startswith(("vision_backbone", "action_head", "proprio_projector")) or "lm_head" in n
-                   for n in wrapped)
+    assert not any(
+        n.startswith(("vision_backbone", "action_head", "proprio_projector")) or "lm_head" in n for n in wrapped
+    )
 
 
 def test_base_is_frozen_and_heads_stay_trainable(make_model):
@@ -37,7 +48,9 @@ def test_base_is_frozen_and_heads_stay_trainable(make_model):
     heads = sum(p.numel() for m in (model.action_head, model.proprio_projector, model.film) for p in m.parameters())
     assert trainable == lora + heads
     assert total == total_before + lora
-    assert not any(p.requires_grad for n, p in peft_model.named_parameters() if "language_model" in n and "lora_" not in n)
+    assert not any(
+        p.requires_grad for n, p in peft_model.named_parameters() if "language_model" in n and "lora_" not in n
+    )
 
 
 def test_merge_changes_outputs_less_than_1e5(make_model, batch):
@@ -76,7 +89,9 @@ def test_adapter_and_heads_round_trip(tmp_path, make_model, batch):
     want = peft_model.predict_action_chunk(**inputs)
     save_adapter(peft_model, tmp_path)
     save_heads(peft_model, tmp_path)
-    assert {"adapter_config.json", "adapter_model.safetensors", "heads.safetensors"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "heads.safetensors"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
     fresh, _ = make_model(seed=2)  # same base weights, untrained heads
     restored = load_adapter(fresh, tmp_path)
     load_heads(restored, tmp_path)
@@ -95,20 +110,3 @@ def test_bad_calls_are_rejected(tmp_path, make_model):
     assert model.language_model.lm_head.weight.requires_grad
     with pytest.raises(FileNotFoundError, match="heads.safetensors"):
         load_heads(model, tmp_path)
-
-
-def test_save_vla_refuses_unmerged_adapters(tmp_path, make_model, micro_tokenizer):
-    from policies.openvla.checkpoint import load_vla, save_vla
-    from policies.openvla.processor import VLAProcessor
-
-    model, cfg = make_model()
-    proc = VLAProcessor(cfg, micro_tokenizer)
-    peft_model = apply_lora(model, r=4)
-    for candidate in (peft_model, peft_model.get_base_model()):
-        with pytest.raises(ValueError, match="merge_lora"):
-            save_vla(tmp_path / "x", candidate, proc)
-    _perturb_lora(peft_model)
-    merged = merge_lora(peft_model)
-    save_vla(tmp_path / "x", merged, proc)
-    loaded, _ = load_vla(tmp_path / "x")
-    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in merged.state_dict().items())

@@ -57,8 +57,9 @@ def test_token_loss_is_cross_entropy_on_action_tokens(make_model, batch):
     model, cfg = make_model(action_head="tokens", token_decoding="parallel")
     inputs, actions = batch(cfg)
     labels = actions_to_token_ids(actions, cfg.n_action_bins, cfg.action_token_end_id).reshape(3, -1)
-    hidden = model.action_hidden_states(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"],
-                                        inputs["proprio"])
+    hidden = model.action_hidden_states(
+        inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"], inputs["proprio"]
+    )
     logits = model.language_model.lm_head(hidden)
     want = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
     torch.testing.assert_close(model(**inputs, actions=actions)["loss"], want)
@@ -73,8 +74,12 @@ def test_right_padding_does_not_change_actions(make_model, batch, head, decoding
     full = model.predict_action_chunk(**inputs)
     assert full.shape == (3, cfg.chunk_size, cfg.action_dim)
     for i, n in enumerate(lengths.tolist()):
-        alone = model.predict_action_chunk(inputs["pixel_values"][i:i + 1], inputs["input_ids"][i:i + 1, :n],
-                                           inputs["attention_mask"][i:i + 1, :n], inputs["proprio"][i:i + 1])
+        alone = model.predict_action_chunk(
+            inputs["pixel_values"][i : i + 1],
+            inputs["input_ids"][i : i + 1, :n],
+            inputs["attention_mask"][i : i + 1, :n],
+            inputs["proprio"][i : i + 1],
+        )
         torch.testing.assert_close(full[i], alone[0], atol=1e-5, rtol=0)
 
 
@@ -115,7 +120,9 @@ def test_readout_is_off_by_one(make_model, batch):
     got = model.action_hidden_states(inputs["pixel_values"], ids, mask, inputs["proprio"])
     n_prefix = 2 * cfg.num_patches_per_view + 1  # 2 views + proprio token
     assert int(start) == n_prefix + ids.shape[1]
-    torch.testing.assert_close(got, hidden[:, n_prefix + ids.shape[1] - 1: n_prefix + ids.shape[1] - 1 + cfg.n_action_slots])
+    torch.testing.assert_close(
+        got, hidden[:, n_prefix + ids.shape[1] - 1 : n_prefix + ids.shape[1] - 1 + cfg.n_action_slots]
+    )
 
 
 def test_sdpa_and_eager_attention_agree(make_model, batch):
@@ -123,8 +130,9 @@ def test_sdpa_and_eager_attention_agree(make_model, batch):
     eager, _ = make_model(seed=3, attn_implementation="eager")
     eager.load_state_dict(sdpa.state_dict())
     inputs, _ = batch(cfg)
-    torch.testing.assert_close(sdpa.predict_action_chunk(**inputs), eager.predict_action_chunk(**inputs),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        sdpa.predict_action_chunk(**inputs), eager.predict_action_chunk(**inputs), atol=1e-5, rtol=0
+    )
 
 
 def test_film_zero_is_identity_and_nonzero_conditions_on_language(make_model, batch):

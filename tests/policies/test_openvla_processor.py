@@ -47,7 +47,7 @@ def test_train_augmentation_is_seeded_and_random(make_config, micro_tokenizer):
     c = proc.preprocess_images(images, train=True, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.allclose(a, c)
     assert not torch.allclose(a, proc.preprocess_images(images, train=False))
-    raw = (a[:, 3:6] * 0.5 + 0.5)  # SigLIP copy back in [0, 1]
+    raw = a[:, 3:6] * 0.5 + 0.5  # SigLIP copy back in [0, 1]
     assert raw.min() >= -1e-6 and raw.max() <= 1 + 1e-6
     off = VLAProcessor(make_config(image_aug=False, center_crop=False), micro_tokenizer)
     assert torch.equal(off.preprocess_images(images, train=True), off.preprocess_images(images, train=False))
@@ -84,8 +84,11 @@ def test_bad_inputs_are_rejected(make_config, micro_tokenizer):
 
 
 def test_save_and_load_round_trip(tmp_path, make_config, micro_tokenizer):
-    proc = VLAProcessor(make_config(), micro_tokenizer, image_norm=[{"mean": [0.4] * 3, "std": [0.2] * 3},
-                                                                    {"mean": [0.5] * 3, "std": [0.5] * 3}])
+    proc = VLAProcessor(
+        make_config(),
+        micro_tokenizer,
+        image_norm=[{"mean": [0.4] * 3, "std": [0.2] * 3}, {"mean": [0.5] * 3, "std": [0.5] * 3}],
+    )
     proc.save_pretrained(tmp_path)
     again = VLAProcessor.from_pretrained(tmp_path)
     assert again.settings == proc.settings

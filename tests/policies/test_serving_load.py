@@ -53,8 +53,9 @@ def _client_loop(url: str, cid: int, requests: list, expected: list, n: int, fai
 
 def _run_clients(url: str, requests: list, expected: list, n: int) -> list:
     failures: list = []
-    threads = [threading.Thread(target=_client_loop, args=(url, c, requests, expected, n, failures))
-               for c in range(CLIENTS)]
+    threads = [
+        threading.Thread(target=_client_loop, args=(url, c, requests, expected, n, failures)) for c in range(CLIENTS)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -94,9 +95,13 @@ def test_malformed_frames_huge_frame_and_abrupt_disconnect_leave_the_server_serv
     good = packb(requests[0])
     short = {b"__ndarray__": True, b"data": b"\x00" * 52, b"dtype": "<f4", b"shape": [14]}  # 13 floats for 14
     bad_array = packb({**requests[0], "proprio": short})
-    for frame, needle in [(b"\xc1\xc1\xc1", "undecodable msgpack frame"), ("{\"json\": 1}", "got a text frame"),
-                          (packb([1, 2, 3]), "observation: expected a map"), (bad_array, "needs 56 bytes, got 52"),
-                          (good[: len(good) // 2], "undecodable msgpack frame")]:
+    for frame, needle in [
+        (b"\xc1\xc1\xc1", "undecodable msgpack frame"),
+        ('{"json": 1}', "got a text frame"),
+        (packb([1, 2, 3]), "observation: expected a map"),
+        (bad_array, "needs 56 bytes, got 52"),
+        (good[: len(good) // 2], "undecodable msgpack frame"),
+    ]:
         _expect_error_then_close(srv.url, frame, needle)
 
     rss = srv.rss_mb()

@@ -8,8 +8,16 @@ import urllib.request
 
 import numpy as np
 import pytest
-from serving_fixtures import (CAMERAS, CHUNK, VlaServe, aloha_request, assert_merged_close, native_request, sample_obs,
-                              tiny_checkpoint)
+from serving_fixtures import (
+    CAMERAS,
+    CHUNK,
+    VlaServe,
+    aloha_request,
+    assert_merged_close,
+    native_request,
+    sample_obs,
+    tiny_checkpoint,
+)
 
 from policies.base import make_policy
 
@@ -44,7 +52,7 @@ def test_metadata_describes_the_checkpoint(server, local) -> None:
     md = WebsocketClientPolicy(host="127.0.0.1", port=server.port).get_server_metadata()
     assert md["chunk_size"] == CHUNK and md["action_dim"] == 14 and md["cameras"] == list(CAMERAS)
     assert md["image_size"] == 32 and md["action_layout"] == list(local.metadata.action_layout)
-    assert md["norm_mode"] == local.metadata.extra["norm_mode"] and md["sha256"] == local.metadata.extra["sha256"]
+    assert md["norm_mode"] == local.metadata.extra["norm_mode"] and md["sha256"] == local.metadata.weights_digest
     assert md["name"] == local.metadata.name and md["observation_keys"] == ["native", "aloha"]
 
 
@@ -64,8 +72,11 @@ def test_infer_equals_in_process_predict_in_both_key_conventions(server, local) 
 
 def test_batched_request_equals_in_process_batch(server, local) -> None:
     obs = sample_obs(3, seed=7)
-    request = {"images": {c: np.asarray(v) for c, v in obs.images.items()}, "proprio": np.asarray(obs.proprio),
-               "instruction": list(obs.instruction)}
+    request = {
+        "images": {c: np.asarray(v) for c, v in obs.images.items()},
+        "proprio": np.asarray(obs.proprio),
+        "instruction": list(obs.instruction),
+    }
     out = WebsocketClientPolicy(host="127.0.0.1", port=server.port).infer(request)
     assert out["actions"].shape == (3, CHUNK, 14)
     np.testing.assert_allclose(out["actions"], local.predict_action_chunk(obs), atol=1e-6, rtol=0)
@@ -97,8 +108,11 @@ def test_larger_frames_are_resized_to_the_policy_size(server, local) -> None:
     import cv2
 
     big = sample_obs(1, seed=3, size=64)
-    small = type(big)(images={c: np.stack([cv2.resize(v[0], (32, 32), interpolation=cv2.INTER_AREA)])
-                              for c, v in big.images.items()}, proprio=big.proprio, instruction=big.instruction)
+    small = type(big)(
+        images={c: np.stack([cv2.resize(v[0], (32, 32), interpolation=cv2.INTER_AREA)]) for c, v in big.images.items()},
+        proprio=big.proprio,
+        instruction=big.instruction,
+    )
     out = WebsocketClientPolicy(host="127.0.0.1", port=server.port).infer(aloha_request(big))
     np.testing.assert_allclose(out["actions"], local.predict_action_chunk(small)[0], atol=1e-6, rtol=0)
 
@@ -127,11 +141,17 @@ def test_action_chunk_broker_requeries_every_8_calls(server, local) -> None:
     assert calls == [1 + s // CHUNK for s in range(3 * CHUNK)], "one query per 8 actions"
 
 
-@pytest.mark.parametrize("mutate, names", [
-    (lambda r: r["images"].pop("cam_left_wrist"), "images.cam_left_wrist: missing camera"),
-    (lambda r: r.update(state=np.full(14, np.nan, np.float32)), "state: expected finite values"),
-    (lambda r: r["images"].update(cam_high=np.zeros((3, 32, 32), np.float32)), "images.cam_high: expected dtype uint8"),
-])
+@pytest.mark.parametrize(
+    "mutate, names",
+    [
+        (lambda r: r["images"].pop("cam_left_wrist"), "images.cam_left_wrist: missing camera"),
+        (lambda r: r.update(state=np.full(14, np.nan, np.float32)), "state: expected finite values"),
+        (
+            lambda r: r["images"].update(cam_high=np.zeros((3, 32, 32), np.float32)),
+            "images.cam_high: expected dtype uint8",
+        ),
+    ],
+)
 def test_bad_observation_raises_in_the_client_naming_the_key(server, mutate, names) -> None:
     client = WebsocketClientPolicy(host="127.0.0.1", port=server.port)
     request = aloha_request(sample_obs(1))

@@ -57,8 +57,9 @@ def test_packb_is_byte_identical_to_openpi_and_both_directions_decode() -> None:
     assert raw["scalar"] == {b"__npgeneric__": True, b"data": 1.5, b"dtype": "<f4"}
 
 
-@pytest.mark.parametrize("array", [np.array([object()], dtype=object), np.zeros(2, np.complex64),
-                                   np.zeros(2, dtype=[("a", "<i4")])])
+@pytest.mark.parametrize(
+    "array", [np.array([object()], dtype=object), np.zeros(2, np.complex64), np.zeros(2, dtype=[("a", "<i4")])]
+)
 def test_refused_dtypes_are_not_sent(array) -> None:
     with pytest.raises(ProtocolError, match="refused"):
         packb({"x": array})
@@ -70,21 +71,24 @@ def _frame(**fields) -> bytes:
     return msgpack.packb({"x": base})
 
 
-@pytest.mark.parametrize("frame, message", [
-    (b"\xc1", "undecodable"),                                 # reserved msgpack byte
-    (packb({"a": 1})[:-1], "undecodable"),                     # truncated
-    (packb({"a": 1}) + b"\x00", "undecodable"),                # trailing bytes
-    (msgpack.packb({1.5: "float key"}), "undecodable"),        # map key msgpack refuses
-    (_frame(dtype="|O"), "not allowed"),                       # object array: no pickle, no objects
-    (_frame(dtype="|V8"), "not allowed"),
-    (_frame(dtype="nonsense"), "unknown array dtype"),
-    (_frame(dtype=5), "dtype must be a string"),
-    (_frame(data=b"\x00" * 7), "needs 8 bytes, got 7"),
-    (_frame(data=b"\x00" * 12), "needs 8 bytes, got 12"),
-    (_frame(shape=[-2]), "non-negative"),
-    (_frame(shape="2"), "non-negative"),
-    (_frame(data="text"), "data must be bytes"),
-])
+@pytest.mark.parametrize(
+    "frame, message",
+    [
+        (b"\xc1", "undecodable"),  # reserved msgpack byte
+        (packb({"a": 1})[:-1], "undecodable"),  # truncated
+        (packb({"a": 1}) + b"\x00", "undecodable"),  # trailing bytes
+        (msgpack.packb({1.5: "float key"}), "undecodable"),  # map key msgpack refuses
+        (_frame(dtype="|O"), "not allowed"),  # object array: no pickle, no objects
+        (_frame(dtype="|V8"), "not allowed"),
+        (_frame(dtype="nonsense"), "unknown array dtype"),
+        (_frame(dtype=5), "dtype must be a string"),
+        (_frame(data=b"\x00" * 7), "needs 8 bytes, got 7"),
+        (_frame(data=b"\x00" * 12), "needs 8 bytes, got 12"),
+        (_frame(shape=[-2]), "non-negative"),
+        (_frame(shape="2"), "non-negative"),
+        (_frame(data="text"), "data must be bytes"),
+    ],
+)
 def test_malformed_frames_raise_protocol_error(frame, message) -> None:
     with pytest.raises(ProtocolError, match=message):
         unpackb(frame)
@@ -98,15 +102,23 @@ def test_text_is_not_a_frame() -> None:
 def _native(n=None, size=32, seed=0):
     rng = np.random.default_rng(seed)
     lead = () if n is None else (n,)
-    return {"images": {c: rng.integers(0, 256, (*lead, size, size, 3), dtype=np.uint8) for c in CAMS + ("low",)},
-            "proprio": rng.normal(size=(*lead, 14)), "instruction": "lift" if n is None else ["lift"] * n}
+    return {
+        "images": {c: rng.integers(0, 256, (*lead, size, size, 3), dtype=np.uint8) for c in CAMS + ("low",)},
+        "proprio": rng.normal(size=(*lead, 14)),
+        "instruction": "lift" if n is None else ["lift"] * n,
+    }
 
 
 def test_native_and_aloha_chw_map_to_the_same_observation() -> None:
     raw = _native()
-    aloha = {"images": {"cam_high": raw["images"]["head"].transpose(2, 0, 1),
-                        "cam_left_wrist": raw["images"]["left_wrist"].transpose(2, 0, 1)},
-             "state": raw["proprio"], "prompt": "lift"}
+    aloha = {
+        "images": {
+            "cam_high": raw["images"]["head"].transpose(2, 0, 1),
+            "cam_left_wrist": raw["images"]["left_wrist"].transpose(2, 0, 1),
+        },
+        "state": raw["proprio"],
+        "prompt": "lift",
+    }
     a, batched_a = to_observation(raw, CAMS, 32)
     b, batched_b = to_observation(aloha, CAMS, 32)
     assert not batched_a and not batched_b
@@ -126,8 +138,9 @@ def test_batched_requests_keep_their_batch_and_images_are_resized() -> None:
     assert batched and obs.batch_size == 3 and obs.images["head"].shape == (3, 32, 32, 3)
     assert list(obs.instruction) == ["lift"] * 3
     flat = np.full((1, 64, 48, 3), 77, np.uint8)  # non-square, any size: resized to 32 x 32, values kept
-    obs, _ = to_observation({"images": {"head": flat[0], "left_wrist": flat[0]}, "proprio": np.zeros(14),
-                             "instruction": "x"}, CAMS, 32)
+    obs, _ = to_observation(
+        {"images": {"head": flat[0], "left_wrist": flat[0]}, "proprio": np.zeros(14), "instruction": "x"}, CAMS, 32
+    )
     assert obs.images["head"].shape == (1, 32, 32, 3) and (obs.images["head"] == 77).all()
     kept, _ = to_observation(raw, CAMS, None)
     assert kept.images["head"].shape == (3, 48, 48, 3), "no image size: frames kept as sent"
@@ -157,23 +170,30 @@ def _with(path: str, value):
     return raw
 
 
-@pytest.mark.parametrize("raw, message", [
-    (_with("images.left_wrist", None), r"images\.left_wrist: missing camera"),
-    (_with("images.head", np.zeros((32, 32, 3), np.float32)), r"images\.head: expected dtype uint8, got float32"),
-    (_with("images.head", np.zeros((32, 32), np.uint8)),
-     r"images\.head: expected shape \(H, W, 3\) or \(3, H, W\), got \(32, 32\)"),
-    (_with("images.head", np.zeros((32, 32, 4), np.uint8)), r"images\.head: expected shape"),
-    (_with("images.head", [[1, 2]]), r"images\.head: expected a uint8 array"),
-    (_with("proprio", np.zeros(7)), r"proprio: expected shape \(14,\) or \(B, 14\)"),
-    (_with("proprio", np.array(["a"] * 14)), r"proprio: expected a float array"),
-    (_with("proprio", np.where(np.arange(14) == 3, np.nan, 0.0)),
-     r"proprio: expected finite values, got nan at index \[3\]"),
-    (_with("instruction", None), r"instruction: missing"),
-    (_with("instruction", 5), r"instruction: expected a string, got int"),
-    (_with("images", "not a map"), r"images: expected a map"),
-    ({"images": {}, "proprio": np.zeros(14), "state": np.zeros(14)}, r"exactly one of 'proprio'.*or 'state'"),
-    ([1, 2], r"observation: expected a map, got list"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (_with("images.left_wrist", None), r"images\.left_wrist: missing camera"),
+        (_with("images.head", np.zeros((32, 32, 3), np.float32)), r"images\.head: expected dtype uint8, got float32"),
+        (
+            _with("images.head", np.zeros((32, 32), np.uint8)),
+            r"images\.head: expected shape \(H, W, 3\) or \(3, H, W\), got \(32, 32\)",
+        ),
+        (_with("images.head", np.zeros((32, 32, 4), np.uint8)), r"images\.head: expected shape"),
+        (_with("images.head", [[1, 2]]), r"images\.head: expected a uint8 array"),
+        (_with("proprio", np.zeros(7)), r"proprio: expected shape \(14,\) or \(B, 14\)"),
+        (_with("proprio", np.array(["a"] * 14)), r"proprio: expected a float array"),
+        (
+            _with("proprio", np.where(np.arange(14) == 3, np.nan, 0.0)),
+            r"proprio: expected finite values, got nan at index \[3\]",
+        ),
+        (_with("instruction", None), r"instruction: missing"),
+        (_with("instruction", 5), r"instruction: expected a string, got int"),
+        (_with("images", "not a map"), r"images: expected a map"),
+        ({"images": {}, "proprio": np.zeros(14), "state": np.zeros(14)}, r"exactly one of 'proprio'.*or 'state'"),
+        ([1, 2], r"observation: expected a map, got list"),
+    ],
+)
 def test_bad_observations_name_the_key(raw, message) -> None:
     with pytest.raises(ObservationError, match=message):
         to_observation(raw, CAMS, 32)
@@ -181,8 +201,9 @@ def test_bad_observations_name_the_key(raw, message) -> None:
 
 def test_aloha_errors_use_aloha_names_and_batch_mismatch_is_caught() -> None:
     with pytest.raises(ObservationError, match=r"images\.cam_left_wrist: missing camera .*\['cam_high'\]"):
-        to_observation({"images": {"cam_high": np.zeros((3, 8, 8), np.uint8)}, "state": np.zeros(14), "prompt": "x"},
-                       CAMS, 32)
+        to_observation(
+            {"images": {"cam_high": np.zeros((3, 8, 8), np.uint8)}, "state": np.zeros(14), "prompt": "x"}, CAMS, 32
+        )
     raw = _native(n=2)
     raw["images"]["head"] = raw["images"]["head"][:1]
     with pytest.raises(ObservationError, match=r"images\.head: expected batch size 2 \(from the state\), got 1"):

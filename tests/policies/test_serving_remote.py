@@ -14,8 +14,11 @@ from policies.serving.server import serving
 
 def _obs(n: int = 1, seed: int = 0, size: int = 16, cameras=("head", "left_wrist")) -> Observation:
     rng = np.random.default_rng(seed)
-    return Observation(images={c: rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8) for c in cameras},
-                       proprio=rng.normal(size=(n, 14)).astype(np.float32), instruction=["lift"] * n)
+    return Observation(
+        images={c: rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8) for c in cameras},
+        proprio=rng.normal(size=(n, 14)).astype(np.float32),
+        instruction=["lift"] * n,
+    )
 
 
 def test_remote_policy_mirrors_the_served_policy() -> None:
@@ -24,7 +27,8 @@ def test_remote_policy_mirrors_the_served_policy() -> None:
         remote = make_policy(f"remote:{srv.url}")
         meta = remote.metadata
         assert meta.name == f"remote:{srv.url}" and meta.cameras == ("head", "left_wrist")
-        assert meta.chunk_size == 4 and meta.image_size == 16 and meta.extra["sha256"] == "ab" * 32
+        assert meta.chunk_size == 4 and meta.image_size == 16 and meta.weights_digest == "ab" * 32
+        assert meta.trained_visual_quality == ("fast",) and meta.checkpoint_path is None
         assert remote.keys == "native" and remote.batched_requests and not remote.chw
         for n in (1, 3):
             obs = _obs(n, seed=n)
@@ -59,9 +63,11 @@ def test_replies_of_the_wrong_shape_are_errors() -> None:
         remote = make_policy(f"remote:{srv.url}")
         with pytest.raises(RemotePolicyError, match=r"returned actions of shape \(10, 14\), expected \(12, 14\)"):
             remote.predict_action_chunk(_obs(1, cameras=("head",)))
-    with ForeignServer(metadata={"cameras": ["head"]}, reply=lambda r, n: np.zeros((5, 7), np.float32)) as srv:
-        with pytest.raises(RemotePolicyError, match=r"\(5, 7\)"):
-            make_policy(f"remote:{srv.url}?chunk=5").predict_action_chunk(_obs(1, cameras=("head",)))
+    with (
+        ForeignServer(metadata={"cameras": ["head"]}, reply=lambda r, n: np.zeros((5, 7), np.float32)) as srv,
+        pytest.raises(RemotePolicyError, match=r"\(5, 7\)"),
+    ):
+        make_policy(f"remote:{srv.url}?chunk=5").predict_action_chunk(_obs(1, cameras=("head",)))
 
 
 def test_lost_connection_raises_and_reset_reconnects() -> None:
@@ -117,11 +123,17 @@ def test_reconnecting_to_another_policy_is_refused() -> None:
 
 def test_spec_options_are_checked(monkeypatch) -> None:
     assert parse_remote_spec("ws://h:1?keys=aloha&cameras=head,low&chunk=5&chw=0&timeout=3") == (
-        "ws://h:1", {"keys": "aloha", "cameras": ("head", "low"), "chunk": 5, "chw": False, "timeout_s": 3.0})
-    for spec, message in [("ws://h:1?colour=red", r"unknown option\(s\) \['colour'\]"),
-                          ("ws://h:1?chunk=0", "must be >= 1"), ("ws://h:1?chunk=x", "bad option value"),
-                          ("ws://h:1?chw=yes", "chw must be 0 or 1"), ("ws://h:1?timeout=-1", "timeout must be > 0"),
-                          ("ws://h:1?api_key_env=VLA_TEST_UNSET_KEY", "VLA_TEST_UNSET_KEY is not set")]:
+        "ws://h:1",
+        {"keys": "aloha", "cameras": ("head", "low"), "chunk": 5, "chw": False, "timeout_s": 3.0},
+    )
+    for spec, message in [
+        ("ws://h:1?colour=red", r"unknown option\(s\) \['colour'\]"),
+        ("ws://h:1?chunk=0", "must be >= 1"),
+        ("ws://h:1?chunk=x", "bad option value"),
+        ("ws://h:1?chw=yes", "chw must be 0 or 1"),
+        ("ws://h:1?timeout=-1", "timeout must be > 0"),
+        ("ws://h:1?api_key_env=VLA_TEST_UNSET_KEY", "VLA_TEST_UNSET_KEY is not set"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_remote_spec(spec)
     monkeypatch.setenv("VLA_TEST_KEY", "abc")

@@ -10,10 +10,9 @@ import urllib.request
 
 import numpy as np
 import pytest
+from serving_fixtures import SumPolicy
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
-
-from serving_fixtures import SumPolicy
 
 from policies.base import Observation, PolicyMetadata
 from policies.serving.batching import DynamicBatcher
@@ -24,13 +23,19 @@ from policies.serving.server import PolicyServer, bind_warning, serving
 
 def _request(seed: int, instruction: str = "lift") -> dict:
     rng = np.random.default_rng(seed)
-    return {"images": {c: rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for c in ("head", "left_wrist")},
-            "proprio": rng.normal(size=14).astype(np.float32), "instruction": instruction}
+    return {
+        "images": {c: rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for c in ("head", "left_wrist")},
+        "proprio": rng.normal(size=14).astype(np.float32),
+        "instruction": instruction,
+    }
 
 
 def _expected(request: dict) -> np.ndarray:
-    obs = Observation(images={k: v[None] for k, v in request["images"].items()}, proprio=request["proprio"][None],
-                      instruction=[request["instruction"]])
+    obs = Observation(
+        images={k: v[None] for k, v in request["images"].items()},
+        proprio=request["proprio"][None],
+        instruction=[request["instruction"]],
+    )
     return SumPolicy().predict_action_chunk(obs)[0]
 
 
@@ -47,6 +52,7 @@ def test_metadata_then_replies_and_healthz() -> None:
         assert md["cameras"] == ["head", "left_wrist"] and md["chunk_size"] == 4 and md["image_size"] == 16
         assert md["action_dim"] == 14 and len(md["action_layout"]) == 14 and md["action_layout"][0] == "left_x"
         assert md["sha256"] == "ab" * 32 and md["norm_mode"] == "bounds_q99" and md["control_mode"] == "pd_ee_pose"
+        assert md["trained_visual_quality"] == ["fast"] and md["uses_privileged_state"] is False
         assert md["observation_keys"] == ["native", "aloha"] and md["batched"] is True
         for seed in range(3):
             req = _request(seed)
@@ -55,8 +61,11 @@ def test_metadata_then_replies_and_healthz() -> None:
             np.testing.assert_array_equal(out["actions"], _expected(req))
             assert out["server_timing"]["infer_ms"] >= 0 and out["server_timing"]["batch_size"] == 1
         assert "prev_total_ms" in out["server_timing"]
-        batched = {"images": {c: np.stack([_request(s)["images"][c] for s in (0, 1)]) for c in ("head", "left_wrist")},
-                   "proprio": np.stack([_request(s)["proprio"] for s in (0, 1)]), "instruction": ["lift", "lift"]}
+        batched = {
+            "images": {c: np.stack([_request(s)["images"][c] for s in (0, 1)]) for c in ("head", "left_wrist")},
+            "proprio": np.stack([_request(s)["proprio"] for s in (0, 1)]),
+            "instruction": ["lift", "lift"],
+        }
         out = _infer(ws, batched)
         assert out["actions"].shape == (2, 4, 14)
         np.testing.assert_array_equal(out["actions"][1], _expected(_request(1)))
@@ -74,13 +83,16 @@ def _error_frame(url: str, frame) -> tuple[str, int]:
         return text, closed.value.rcvd.code
 
 
-@pytest.mark.parametrize("frame, message", [
-    (b"\x93\x01", "bad observation: undecodable msgpack frame"),
-    ("a text frame", "bad observation: expected a binary msgpack frame, got a text frame"),
-    (packb({"images": {}, "proprio": np.zeros(14), "instruction": "x"}), "images.head: missing camera"),
-    (packb({**_request(0), "proprio": np.full(14, np.nan)}), "proprio: expected finite values"),
-    (packb({**_request(0), "instruction": "please explode"}), "policy error: RuntimeError: instruction contains"),
-])
+@pytest.mark.parametrize(
+    "frame, message",
+    [
+        (b"\x93\x01", "bad observation: undecodable msgpack frame"),
+        ("a text frame", "bad observation: expected a binary msgpack frame, got a text frame"),
+        (packb({"images": {}, "proprio": np.zeros(14), "instruction": "x"}), "images.head: missing camera"),
+        (packb({**_request(0), "proprio": np.full(14, np.nan)}), "proprio: expected finite values"),
+        (packb({**_request(0), "instruction": "please explode"}), "policy error: RuntimeError: instruction contains"),
+    ],
+)
 def test_errors_get_one_text_frame_then_close_1011_and_the_server_goes_on(frame, message) -> None:
     with serving(SumPolicy()) as srv:
         text, code = _error_frame(srv.url, frame)
@@ -153,8 +165,10 @@ def test_a_failing_request_in_a_merged_batch_fails_alone() -> None:
         await batcher.start()
         words = ["lift", "explode now", "raise"]
         images = {c: np.zeros((1, 16, 16, 3), np.uint8) for c in ("head", "left_wrist")}
-        obs = [Observation(images=images, proprio=np.full((1, 14), float(i), np.float32), instruction=[w])
-               for i, w in enumerate(words)]
+        obs = [
+            Observation(images=images, proprio=np.full((1, 14), float(i), np.float32), instruction=[w])
+            for i, w in enumerate(words)
+        ]
         out = await asyncio.gather(*(batcher.submit(o) for o in obs), return_exceptions=True)
         await batcher.stop()
         return out
@@ -172,11 +186,17 @@ def test_policies_reading_privileged_state_are_not_served() -> None:
         PolicyServer(fake, ServeConfig(policy="scripted"))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"port": 70000}, "port must be in"), ({"max_batch_size": 0}, "max_batch_size must be >= 1"),
-    ({"max_wait_ms": -1.0}, "max_wait_ms"), ({"max_message_mb": 0.0}, "max_message_mb"),
-    ({"log_level": "LOUD"}, "log_level"), ({"api_key": " spaced "}, "api_key must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"port": 70000}, "port must be in"),
+        ({"max_batch_size": 0}, "max_batch_size must be >= 1"),
+        ({"max_wait_ms": -1.0}, "max_wait_ms"),
+        ({"max_message_mb": 0.0}, "max_message_mb"),
+        ({"log_level": "LOUD"}, "log_level"),
+        ({"api_key": " spaced "}, "api_key must be"),
+    ],
+)
 def test_serve_config_checks_name_the_field(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message) as err:
         ServeConfig(policy="x", **kwargs)

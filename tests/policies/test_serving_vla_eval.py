@@ -45,8 +45,11 @@ def _serve(model_server):
 
 def _wire(obs, i=0, robotwin=False) -> dict:
     names = {"head": "head_camera", "left_wrist": "left_camera"} if robotwin else {c: c for c in obs.images}
-    return {"images": {names[c]: np.asarray(v[i]) for c, v in obs.images.items()},
-            "task_description": obs.instruction[i], "state": np.asarray(obs.proprio[i], np.float64)}
+    return {
+        "images": {names[c]: np.asarray(v[i]) for c, v in obs.images.items()},
+        "task_description": obs.instruction[i],
+        "state": np.asarray(obs.proprio[i], np.float64),
+    }
 
 
 class _BatchSizes:
@@ -135,7 +138,13 @@ def test_bad_observation_is_a_vla_eval_error_naming_the_camera(served) -> None:
 
 
 def test_module_entry_point_takes_the_policy_spec() -> None:
-    out = subprocess.run([sys.executable, "-m", "policies.serving.vla_eval", "--help"], cwd=REPO, env=server_env(),
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "policies.serving.vla_eval", "--help"],
+        cwd=REPO,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "--args.policy" in out.stdout and "--address" in out.stdout

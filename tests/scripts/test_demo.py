@@ -18,8 +18,10 @@ def _fake_run(calls: list[list[str]]):
         if cmd[3] == "bench":
             out = Path(cmd[cmd.index("--out") + 1])
             out.mkdir(parents=True, exist_ok=True)
-            (out / "results.json").write_text(json.dumps({"overall": {"success_rate": 0.5, "ci95": [0.2, 0.8],
-                                                                      "episodes": 4}}))
+            (out / "results.json").write_text(
+                json.dumps({"overall": {"success_rate": 0.5, "ci95": [0.2, 0.8], "episodes": 4}})
+            )
+
     return run
 
 

@@ -63,8 +63,11 @@ def write_episode(
             frames[t] = frame_value(episode, cam, t)
         data[CAMERA_TO_HDF5_KEY[cam]] = frames
     data["action"] = action
-    data["relative_action"] = np.concatenate([np.diff(action, axis=0), np.diff(action, axis=0)[-1:]], axis=0) \
-        if num_steps > 1 else np.zeros_like(action)
+    data["relative_action"] = (
+        np.concatenate([np.diff(action, axis=0), np.diff(action, axis=0)[-1:]], axis=0)
+        if num_steps > 1
+        else np.zeros_like(action)
+    )
     if proprio:
         prop = action - 0.001
         prop[:, list(GRIPPER_DIMS)] = action[:, list(GRIPPER_DIMS)]
@@ -86,8 +89,13 @@ def write_episode(
                 f.create_dataset(key, data=value, chunks=(1, *value.shape[1:]), compression="lzf")
             else:
                 f.create_dataset(key, data=value)
-        base_attrs = {"seed": episode, "control_mode": "pd_ee_pose", "format_version": 1,
-                      "action_layout": str(list(ACTION_LAYOUT)).replace("'", '"'), "num_steps": num_steps}
+        base_attrs = {
+            "seed": episode,
+            "control_mode": "pd_ee_pose",
+            "format_version": 1,
+            "action_layout": str(list(ACTION_LAYOUT)).replace("'", '"'),
+            "num_steps": num_steps,
+        }
         if task is not None:
             base_attrs["task"] = task
         base_attrs.update(attrs or {})

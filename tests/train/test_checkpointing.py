@@ -13,12 +13,16 @@ import pytest
 import torch
 from trainer_fixtures import MICRO, micro_config, predict
 
-from policies.openvla.run_checkpoint import load_checkpoint_model
+from policies.openvla.run_format import load_checkpoint_model
 
 TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json"}
-TRAINING_STATE = {"training_state/optimizer.pt", "training_state/scheduler.pt", "training_state/rng.pt",
-                  "training_state/state.json"}
-COMMON = {"config.json", "dataset_statistics.json", "vla_processor.json"} | TOKENIZER_FILES
+TRAINING_STATE = {
+    "training_state/optimizer.pt",
+    "training_state/scheduler.pt",
+    "training_state/rng.pt",
+    "training_state/state.json",
+}
+COMMON = {"config.json", "dataset_statistics.json", "vla_processor.json", "manifest.json"} | TOKENIZER_FILES
 FULL = COMMON | {"model.safetensors"}
 LORA = COMMON | {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "heads.safetensors"}
 
@@ -48,8 +52,9 @@ def _train_capturing(cfg):
 
 
 def test_full_checkpoint_files_pointer_rotation_and_exact_reload(tmp_path, data3):
-    result, pred, _ = _train_capturing(micro_config(data3, tmp_path / "run", steps=3, save_every=1, keep_last=2,
-                                                    eval_every=3))
+    result, pred, _ = _train_capturing(
+        micro_config(data3, tmp_path / "run", steps=3, save_every=1, keep_last=2, bench_every=3)
+    )
     root = tmp_path / "run/checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["last", "step_2", "step_3"], "keep_last=2 rotation"
     assert os.readlink(root / "last") == "step_3", "last must be a relative symlink to the newest checkpoint"
@@ -79,8 +84,9 @@ def test_lora_checkpoint_without_base_is_self_contained_and_merges(tmp_path, dat
     from scripts.cli import main
 
     data = shutil.copytree(data3, tmp_path / "data")
-    result, pred, _ = _train_capturing(micro_config(data, tmp_path / "run", steps=2, finetune="lora", lora_rank=4,
-                                                    eval_every=2))
+    result, pred, _ = _train_capturing(
+        micro_config(data, tmp_path / "run", steps=2, finetune="lora", lora_rank=4, bench_every=2)
+    )
     ckpt = result.last_checkpoint
     assert _files(ckpt) == LORA | {"base_model.safetensors"} | TRAINING_STATE
     shutil.rmtree(data)  # a checkpoint loads as a policy with no access to the training data
@@ -105,24 +111,23 @@ def test_lora_checkpoint_without_base_is_self_contained_and_merges(tmp_path, dat
 def openvla_base(tmp_path, data3):
     """A micro model exported in the OpenVLA(-OFT) format, with an L1 head of chunk 8 and a tokenizer."""
     from policies.normalization import ArrayStats, NormStats
-    from policies.openvla.checkpoint import export_openvla_checkpoint
     from policies.openvla.config import preset
     from policies.openvla.model import VLA
+    from policies.openvla.openvla_format import export_openvla_checkpoint
     from policies.openvla.processor import VLAProcessor
     from policies.openvla.tokenizer import config_for_tokenizer, train_instruction_tokenizer
 
-    tokenizer = train_instruction_tokenizer(["pick up the cube", "grasp the cube", "raise the block"],
-                                            n_action_bins=32)
+    tokenizer = train_instruction_tokenizer(["pick up the cube", "grasp the cube", "raise the block"], n_action_bins=32)
     config = config_for_tokenizer(preset("tiny", **MICRO, chunk_size=8, proprio_dim=0, cameras=("head",)), tokenizer)
     torch.manual_seed(5)
     stats = {"base_data": NormStats(action=ArrayStats.compute(torch.randn(50, 14).numpy()))}
-    return export_openvla_checkpoint(tmp_path / "base", VLA(config), stats,
-                                     processor=VLAProcessor(config, tokenizer))
+    return export_openvla_checkpoint(tmp_path / "base", VLA(config), stats, processor=VLAProcessor(config, tokenizer))
 
 
 def test_lora_on_openvla_base(tmp_path, data3, openvla_base):
-    cfg = micro_config(data3, tmp_path / "run", steps=2, base=openvla_base, lora_rank=4, eval_every=2,
-                       model_overrides={})  # the base fixes every architecture field
+    cfg = micro_config(
+        data3, tmp_path / "run", steps=2, base=openvla_base, lora_rank=4, bench_every=2, model_overrides={}
+    )  # the base fixes every architecture field
     assert cfg.finetune.mode == "lora", "default with --base"
     result, pred, config = _train_capturing(cfg)
     ckpt = result.last_checkpoint
@@ -155,8 +160,19 @@ def test_lora_on_base_under_bf16_keeps_the_frozen_base_in_bf16(tmp_path, data3, 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        result = train(micro_config(data3, tmp_path / "run", steps=2, base=openvla_base, lora_rank=4, eval_every=2,
-                                    model_overrides={}, mixed_precision="bf16"), evaluate=evaluate)
+        result = train(
+            micro_config(
+                data3,
+                tmp_path / "run",
+                steps=2,
+                base=openvla_base,
+                lora_rank=4,
+                bench_every=2,
+                model_overrides={},
+                mixed_precision="bf16",
+            ),
+            evaluate=evaluate,
+        )
     assert {key for key in seen["dtypes"]} == {(False, torch.bfloat16), (True, torch.float32)}, seen["dtypes"]
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
     assert torch.isfinite(seen["pred"]).all()
@@ -170,17 +186,17 @@ def test_base_with_incompatible_override_is_refused(tmp_path, data3, openvla_bas
 
 
 def test_failed_write_leaves_previous_checkpoint_and_no_partial_directory(tmp_path, data3, monkeypatch):
-    import train.checkpointing as checkpointing
+    import policies.openvla.run_format as run_format
 
-    _train_capturing(micro_config(data3, tmp_path / "run", steps=2, save_every=2, eval_every=2))
+    _train_capturing(micro_config(data3, tmp_path / "run", steps=2, save_every=2, bench_every=2))
     root = tmp_path / "run/checkpoints"
 
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpointing, "write_model_files", boom)
-    with pytest.raises(OSError, match="disk full"):
-        _train_capturing(micro_config(data3, tmp_path / "run", steps=4, save_every=2, eval_every=2, resume=True))
+    monkeypatch.setattr(run_format, "write_model_files", boom)
+    with pytest.raises(OSError, match="no space left on device while writing .*step_4"):
+        _train_capturing(micro_config(data3, tmp_path / "run", steps=4, save_every=2, bench_every=2, resume=True))
     assert sorted(p.name for p in root.iterdir()) == ["last", "step_2"], "no step_4 and no temporary directory"
     assert os.readlink(root / "last") == "step_2"
 
@@ -197,7 +213,7 @@ def test_rotation_never_deletes_the_last_target(tmp_path):
 
 
 def test_reading_a_foreign_directory_is_a_clear_error(tmp_path):
-    from policies.openvla.run_checkpoint import read_checkpoint_config, resolve_checkpoint_dir
+    from policies.openvla.run_format import read_checkpoint_config, resolve_checkpoint_dir
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "openvla"}))
     with pytest.raises(ValueError, match="not 'vla-harness/run-checkpoint'"):

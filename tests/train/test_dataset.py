@@ -126,8 +126,14 @@ def test_dataloader_workers_cover_every_sample(episode_dir: Path) -> None:
     ds = _dataset(episode_dir)
     ds[0]  # the parent opens a handle before forking; workers must not reuse it
     parent_handles = dict(ds._open)
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=True, num_workers=2, collate_fn=ds.collate_fn,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=4,
+        shuffle=True,
+        num_workers=2,
+        collate_fn=ds.collate_fn,
+        generator=torch.Generator().manual_seed(0),
+    )
     seen_pairs = set()
     for batch in loader:
         assert batch["images"].shape[1:] == (2, 32, 32, 3) and batch["images"].dtype == torch.uint8
@@ -194,11 +200,20 @@ def test_reads_files_written_by_the_recorder(tmp_path: Path) -> None:
     for i in range(2):
         action = make_actions(i, 12)
         frames = {"head": np.full((12, 16, 16, 3), i, np.uint8), "low": np.full((12, 16, 16, 3), 9, np.uint8)}
-        recording.write_episode(folder / f"episode_{i}.hdf5", frames, action, action.copy(), ["lift the cube"],
-                                ["raise the cube"], {"task": "LiftCube-v1", "action_layout": list(ACTION_LAYOUT)})
+        recording.write_episode(
+            folder / f"episode_{i}.hdf5",
+            frames,
+            action,
+            action.copy(),
+            ["lift the cube"],
+            ["raise the cube"],
+            {"task": "LiftCube-v1", "action_layout": list(ACTION_LAYOUT)},
+        )
     cfg = DataConfig(data_dir=folder, cameras=("low", "head"), use_proprio=True, instructions="both")
     bundle = build_datasets(cfg, stats_path=tmp_path / "stats.json")
     assert bundle.prepared.unnorm_key == "LiftCube-v1" and len(bundle.train) == 2 * (12 - 7)
     sample = bundle.train[5]
-    assert sample["images"][:, 0, 0, 0].tolist() == [9, 1] and sample["instruction"] in ("lift the cube",
-                                                                                           "raise the cube")
+    assert sample["images"][:, 0, 0, 0].tolist() == [9, 1] and sample["instruction"] in (
+        "lift the cube",
+        "raise the cube",
+    )

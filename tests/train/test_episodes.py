@@ -111,8 +111,11 @@ def _missing_relative(tmp_path, make_dir, w, DROP):
 
 def _missing_camera(tmp_path, make_dir, w, DROP):
     folder = make_dir()
-    return folder, {"cameras": ("head", "low")}, ["episode_0.hdf5", "missing key 'low_cam_image'", "(camera low)",
-                                                  "head_camera_image"]
+    return (
+        folder,
+        {"cameras": ("head", "low")},
+        ["episode_0.hdf5", "missing key 'low_cam_image'", "(camera low)", "head_camera_image"],
+    )
 
 
 def _missing_proprio(tmp_path, make_dir, w, DROP):
@@ -123,8 +126,11 @@ def _missing_proprio(tmp_path, make_dir, w, DROP):
 def _missing_instructions(tmp_path, make_dir, w, DROP):
     folder = make_dir()
     w(folder / "episode_1.hdf5", episode=1, seen=None, unseen=None)
-    return folder, {"instructions": "both"}, ["episode_1.hdf5", "'seen' or 'unseen'", "at least one instruction",
-                                              "seen: absent, unseen: absent"]
+    return (
+        folder,
+        {"instructions": "both"},
+        ["episode_1.hdf5", "'seen' or 'unseen'", "at least one instruction", "seen: absent, unseen: absent"],
+    )
 
 
 def _missing_seen_split(tmp_path, make_dir, w, DROP):
@@ -159,8 +165,11 @@ def _image_shape(tmp_path, make_dir, w, DROP):
 def _t_mismatch(tmp_path, make_dir, w, DROP):
     folder = make_dir()
     w(folder / "episode_1.hdf5", episode=1, overrides={"head_camera_image": np.zeros((19, 32, 32, 3), np.uint8)})
-    return folder, {"use_proprio": True}, ["episode_1.hdf5", "T mismatch", "'action' has 20",
-                                           "'head_camera_image' has 19", "'proprio' has 20"]
+    return (
+        folder,
+        {"use_proprio": True},
+        ["episode_1.hdf5", "T mismatch", "'action' has 20", "'head_camera_image' has 19", "'proprio' has 20"],
+    )
 
 
 def _nan_action(tmp_path, make_dir, w, DROP):
@@ -216,12 +225,34 @@ def _no_train_left(tmp_path, make_dir, w, DROP):
     return make_dir(lengths=(20,)), {"val_fraction": 0.5}, ["leaves no training episode"]
 
 
-BAD_CASES = {f.__name__.strip("_"): f for f in (
-    _missing_dir, _empty_dir, _unreadable, _missing_action, _missing_relative, _missing_camera, _missing_proprio,
-    _missing_instructions, _missing_seen_split, _action_dtype, _image_dtype, _action_shape, _image_shape,
-    _t_mismatch, _nan_action, _inf_proprio, _too_short, _inconsistent_dims, _inconsistent_sizes, _bad_layout,
-    _bad_name, _bad_val_episodes, _no_train_left,
-)}
+BAD_CASES = {
+    f.__name__.strip("_"): f
+    for f in (
+        _missing_dir,
+        _empty_dir,
+        _unreadable,
+        _missing_action,
+        _missing_relative,
+        _missing_camera,
+        _missing_proprio,
+        _missing_instructions,
+        _missing_seen_split,
+        _action_dtype,
+        _image_dtype,
+        _action_shape,
+        _image_shape,
+        _t_mismatch,
+        _nan_action,
+        _inf_proprio,
+        _too_short,
+        _inconsistent_dims,
+        _inconsistent_sizes,
+        _bad_layout,
+        _bad_name,
+        _bad_val_episodes,
+        _no_train_left,
+    )
+}
 
 
 def _tree(root: Path) -> dict[str, float]:
@@ -272,4 +303,3 @@ def test_data_config_errors_name_field_and_value(tmp_path: Path, kwargs, fragmen
     with pytest.raises(ValueError) as info:
         DataConfig(data_dir=tmp_path, **kwargs)
     assert fragment in str(info.value)
-

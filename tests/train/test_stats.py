@@ -32,8 +32,12 @@ def test_stats_saved_under_task_key_with_gripper_mask(episode_dir: Path, tmp_pat
     reference = ArrayStats.compute(raw, expected_mask)
     for key in ("mean", "std", "min", "max", "q01", "q99"):
         np.testing.assert_allclose(getattr(stats.action, key), getattr(reference, key), rtol=1e-6, err_msg=key)
-    assert set(json.loads(path.read_text())["LiftCube-v1"]) == {"action", "proprio", "num_transitions",
-                                                                  "num_trajectories"}
+    assert set(json.loads(path.read_text())["LiftCube-v1"]) == {
+        "action",
+        "proprio",
+        "num_transitions",
+        "num_trajectories",
+    }
 
 
 def test_normalize_grippers_and_unnorm_key_fallbacks(make_dir) -> None:
@@ -87,7 +91,7 @@ def test_normalization_round_trips_through_saved_stats(mode: str, episode_dir: P
     for index in (0, 7, 20, len(ds) - 1):
         sample = ds[index]
         ep, t = ds.locate(index)
-        raw = make_actions(ds.episodes[ep].index, ds.episodes[ep].num_steps)[t:t + 8].astype(np.float32)
+        raw = make_actions(ds.episodes[ep].index, ds.episodes[ep].num_steps)[t : t + 8].astype(np.float32)
         _assert_round_trip(stats.action, sample["actions"], raw, mode)
         raw_proprio = raw[0] - np.float32(0.001)
         raw_proprio[list(GRIPPER_DIMS)] = raw[0, list(GRIPPER_DIMS)]

@@ -28,8 +28,9 @@ def trained(tmp_path_factory):
 def _obs(n: int = 2, seed: int = 0) -> Observation:
     rng = np.random.default_rng(seed)
     images = {c: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for c in ("head", "left_wrist", "low")}
-    return Observation(images=images, proprio=rng.normal(0, 0.1, (n, 14)).astype(np.float32),
-                       instruction=["pick up the cube"] * n)
+    return Observation(
+        images=images, proprio=rng.normal(0, 0.1, (n, 14)).astype(np.float32), instruction=["pick up the cube"] * n
+    )
 
 
 def test_metadata_comes_from_the_checkpoint(trained):
@@ -37,7 +38,7 @@ def test_metadata_comes_from_the_checkpoint(trained):
     meta = policy.metadata
     assert meta.cameras == ("head", "left_wrist") and meta.chunk_size == 4 and meta.image_size == 32
     assert meta.tasks == () and meta.extra["trained_tasks"] == ["LiftCube-v1"]  # recorded, not enforced
-    assert meta.extra["checkpoint_path"] == str(trained.resolve()) and len(meta.extra["sha256"]) == 64
+    assert meta.checkpoint_path == str(trained.resolve()) and len(meta.weights_digest) == 64
 
 
 def test_chunk_is_the_unnormalized_model_output(trained):

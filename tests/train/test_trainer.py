@@ -27,15 +27,22 @@ def _quiet_train(cfg, evaluate=None):
 def _tensors(directory: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return {f"{p.relative_to(directory)}:{k}": v for p in sorted(directory.rglob("*.safetensors"))
-            for k, v in load_file(p).items()}
+    return {
+        f"{p.relative_to(directory)}:{k}": v
+        for p in sorted(directory.rglob("*.safetensors"))
+        for k, v in load_file(p).items()
+    }
 
 
 # ---- resume -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", [
-    dict(finetune="full"),
-    dict(finetune="lora", lora_rank=4, grad_accum=2, num_workers=1, mixed_precision="bf16", val_episodes=(2,)),
-], ids=["full-fp32", "lora-bf16-accum2-worker"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(finetune="full"),
+        dict(finetune="lora", lora_rank=4, grad_accum=2, num_workers=1, mixed_precision="bf16", val_episodes=(2,)),
+    ],
+    ids=["full-fp32", "lora-bf16-accum2-worker"],
+)
 def test_two_steps_then_resume_equals_uninterrupted(tmp_path, data3, variant):
     a = _quiet_train(micro_config(data3, tmp_path / "a", **variant))
     b1 = _quiet_train(micro_config(data3, tmp_path / "b", **{**variant, "steps": 2}))
@@ -65,9 +72,19 @@ def test_two_steps_then_resume_equals_uninterrupted(tmp_path, data3, variant):
 def test_overfits_one_episode(tmp_path):
     """A micro model drives the L1 loss on one episode down by >= 10x (no augmentation, cosine lr)."""
     data = write_dataset(tmp_path / "one", episodes=1)
-    cfg = micro_config(data, tmp_path / "run", steps=300, batch_size=19, chunk_size=2, lr=1e-3,
-                       lr_schedule="cosine", weight_decay=0.0, save_every=300, log_every=50,
-                       model_overrides={**MICRO, "image_aug": False})
+    cfg = micro_config(
+        data,
+        tmp_path / "run",
+        steps=300,
+        batch_size=19,
+        chunk_size=2,
+        lr=1e-3,
+        lr_schedule="cosine",
+        weight_decay=0.0,
+        save_every=300,
+        log_every=50,
+        model_overrides={**MICRO, "image_aug": False},
+    )
     result = _quiet_train(cfg)
     losses = [h["loss"] for h in result.history]
     assert np.isfinite(losses).all()
@@ -89,14 +106,23 @@ def test_eval_hook_called_at_the_right_steps_and_logged(tmp_path, data3):
         calls.append(step)
         return {"success_once": step / 10, "chunk_abs_mean": float(chunk.abs().mean())}
 
-    result = _quiet_train(micro_config(data3, tmp_path / "run", steps=5, eval_every=2, save_every=10,
-                                       eval_benchmark="smoke"), evaluate=evaluate)
-    assert calls == [2, 4, 5], "every eval_every steps and at the last step"
-    logged = {r["step"]: r["eval/success_once"] for r in read_metrics(result.run_dir) if "eval/success_once" in r}
+    result = _quiet_train(
+        micro_config(data3, tmp_path / "run", steps=5, bench_every=2, save_every=10, benchmark="smoke"),
+        evaluate=evaluate,
+    )
+    assert calls == [2, 4, 5], "every bench_every steps and at the last step"
+    logged = {r["step"]: r["bench/success_once"] for r in read_metrics(result.run_dir) if "bench/success_once" in r}
     assert logged == {2: 0.2, 4: 0.4, 5: 0.5}
     records = read_metrics(result.run_dir)
-    train_keys = {"train/loss", "train/curr_action_l1", "train/future_actions_l1", "train/lr", "train/grad_norm",
-                  "train/samples_per_s", "train/data_wait_frac"}
+    train_keys = {
+        "train/loss",
+        "train/curr_action_l1",
+        "train/future_actions_l1",
+        "train/lr",
+        "train/grad_norm",
+        "train/samples_per_s",
+        "train/data_wait_frac",
+    }
     assert train_keys <= set().union(*records)
     assert list((result.run_dir / "tensorboard").glob("events.out.tfevents.*")), "TensorBoard events missing"
 
@@ -110,8 +136,10 @@ def test_validation_metrics_logged_on_held_out_episodes(tmp_path, data3):
     assert config["data"]["val_episodes_used"] == [1] and config["data"]["train_episodes"] == [0, 2]
 
 
-@pytest.mark.parametrize("batch,accum,processes,warns", [(4, 1, 1, True), (8, 1, 1, True), (4, 4, 1, False),
-                                                         (8, 1, 2, False), (16, 1, 1, False)])
+@pytest.mark.parametrize(
+    "batch,accum,processes,warns",
+    [(4, 1, 1, True), (8, 1, 1, True), (4, 4, 1, False), (8, 1, 2, False), (16, 1, 1, False)],
+)
 def test_small_global_batch_warns(tmp_path, batch, accum, processes, warns):
     from train.trainer import _warn_small_batch
 
@@ -166,8 +194,10 @@ def test_yaml_supplies_defaults_and_explicit_flags_win(tmp_path):
     from train.train_config import parse_train_args
 
     path = tmp_path / "run.yaml"
-    path.write_text(f"data: {tmp_path}\nout: {tmp_path / 'r'}\nlr: 1.0e-3\nsteps: 7\nbatch-size: 4\n"
-                    "model_overrides: {llm: {num_layers: 1}}\n")
+    path.write_text(
+        f"data: {tmp_path}\nout: {tmp_path / 'r'}\nlr: 1.0e-3\nsteps: 7\nbatch-size: 4\n"
+        "model_overrides: {llm: {num_layers: 1}}\n"
+    )
     cfg = parse_train_args(["--config", str(path), "--lr", "5e-4"])  # explicit flag equal to the default still wins
     assert cfg.optim.lr == 5e-4 and cfg.optim.steps == 7 and cfg.optim.batch_size == 4 and cfg.data.data_dir == tmp_path
     assert cfg.model.model_overrides == {"llm": {"num_layers": 1}} and cfg.config == path
@@ -207,9 +237,21 @@ def test_cli_train_from_yaml_then_resume(tmp_path, data3, capsys):
     from scripts.cli import main
 
     path = tmp_path / "run.yaml"
-    path.write_text(json.dumps({"data": str(data3), "out": str(tmp_path / "run"), "steps": 1, "batch_size": 4,
-                                "chunk_size": 4, "num_workers": 0, "threads": 1, "progress": False,
-                                "model_overrides": MICRO}))  # JSON is YAML
+    path.write_text(
+        json.dumps(
+            {
+                "data": str(data3),
+                "out": str(tmp_path / "run"),
+                "steps": 1,
+                "batch_size": 4,
+                "chunk_size": 4,
+                "num_workers": 0,
+                "threads": 1,
+                "progress": False,
+                "model_overrides": MICRO,
+            }
+        )
+    )  # JSON is YAML
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         with pytest.raises(SystemExit) as exit_info:
@@ -222,11 +264,17 @@ def test_cli_train_from_yaml_then_resume(tmp_path, data3, capsys):
     assert "last checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("steps", 0, "steps must be an integer >= 1"), ("lr", -1.0, "lr must be > 0"),
-    ("cameras", ("head", "top"), "unknown camera"), ("lr_milestones", (5, 3), "strictly increasing"),
-    ("warmup_steps", 10, "warmup_steps"), ("base", Path("/nonexistent/base"), "not an OpenVLA-format"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("steps", 0, "steps must be an integer >= 1"),
+        ("lr", -1.0, "lr must be > 0"),
+        ("cameras", ("head", "top"), "unknown camera"),
+        ("lr_milestones", (5, 3), "strictly increasing"),
+        ("warmup_steps", 10, "warmup_steps"),
+        ("base", Path("/nonexistent/base"), "not an OpenVLA-format"),
+    ],
+)
 def test_config_validation_names_field(tmp_path, field, value, match):
     with pytest.raises(ValueError, match=match):
         micro_config(tmp_path, tmp_path / "run", **{field: value})
@@ -296,9 +344,24 @@ def test_model_inputs_add_proprio_noise_only_in_training():
         def __call__(self, images, instructions, train, generator):
             return {}
 
-    batch = {"images": None, "instruction": ["x"] * 2, "actions": torch.zeros(2, 1, 14),
-             "action_is_pad": torch.zeros(2, 1, dtype=torch.bool), "proprio": torch.zeros(2, 14)}
+    batch = {
+        "images": None,
+        "instruction": ["x"] * 2,
+        "actions": torch.zeros(2, 1, 14),
+        "action_is_pad": torch.zeros(2, 1, dtype=torch.bool),
+        "proprio": torch.zeros(2, 14),
+    }
     cpu = torch.device("cpu")
     noisy = model_inputs(batch, _Proc(), True, torch.Generator().manual_seed(0), cpu)["proprio"]
     clean = model_inputs(batch, _Proc(), False, None, cpu)["proprio"]
     assert torch.equal(clean, batch["proprio"]) and noisy.abs().min() > 0
+
+
+def test_old_flag_names_still_load_from_files(tmp_path):
+    """Recipes written before the rename (eval_every / eval_benchmark) keep loading under the new names."""
+    from train.train_config import TrainConfig
+
+    path = tmp_path / "old.yaml"
+    path.write_text("data: d\nout: o\neval_every: 7\neval_benchmark: smoke\n")
+    cfg = TrainConfig.from_yaml(path)
+    assert (cfg.cadence.bench_every, cfg.cadence.benchmark) == (7, "smoke")

@@ -14,7 +14,9 @@ import numpy as np
 from synthetic_episodes import write_episode
 
 MICRO = {
-    "image_size": 32, "patch_size": 16, "n_action_bins": 32,
+    "image_size": 32,
+    "patch_size": 16,
+    "n_action_bins": 32,
     "dino": {"width": 32, "depth": 2, "heads": 2, "mlp_dim": 64, "registers": 4},
     "siglip": {"width": 32, "depth": 2, "heads": 2, "mlp_dim": 64},
     "llm": {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
@@ -34,8 +36,20 @@ def micro_config(data: Path, out: Path, **overrides: Any):
     from train.train_config import TrainConfig
 
     kwargs: dict[str, Any] = dict(
-        data=data, out=out, steps=4, batch_size=4, chunk_size=4, use_proprio=True, model_overrides=MICRO,
-        num_workers=0, log_every=1, save_every=2, val_every=2, val_batches=2, progress=False, threads=1,
+        data=data,
+        out=out,
+        steps=4,
+        batch_size=4,
+        chunk_size=4,
+        use_proprio=True,
+        model_overrides=MICRO,
+        num_workers=0,
+        log_every=1,
+        save_every=2,
+        val_every=2,
+        val_batches=2,
+        progress=False,
+        threads=1,
         mixed_precision="no",
     )
     kwargs.update(overrides)

@@ -1,0 +1,86 @@
+"""One run at a time per run folder: an exclusive ``fcntl.flock`` on ``FOLDER/.lock``, held for the whole run.
+
+The lock file records its holder (PID, host, start time, command) so that a second run fails at once with one
+line naming it. The kernel releases a flock when its process dies however it dies (SIGKILL included), so a lock
+file left behind by a killed run is simply taken over by the next one: there is no stale lock to clean up by
+hand. POSIX only (Linux, macOS); on a file system without flock support the lock is an error, never ignored.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+from pathlib import Path
+from types import TracebackType
+
+LOCK_FILE = ".lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run folder's lock; the message names its PID and start time."""
+
+
+class RunLock:
+    """``with RunLock(folder, "vla bench"):`` -- exclusive use of ``folder`` (created if missing).
+
+    Raises (on enter):
+        RunLockedError: another live process holds the lock.
+        NotADirectoryError: ``folder`` exists and is not a folder.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str) -> None:
+        self.folder = Path(folder)
+        self.what = what
+        self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / LOCK_FILE
+
+    def acquire(self) -> RunLock:
+        """Take the lock (see the class docstring); returns self."""
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(f"{self.folder} exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise RunLockedError(
+                f"{self.folder} is in use by {holder.get('what', 'another run')} (PID {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}, started {holder.get('started', '?')}): wait for it to finish or stop it"
+            ) from None
+        holder = {"what": self.what, "pid": os.getpid(), "host": socket.gethostname(),
+                  "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                  "command": shlex.join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (the file stays; the next run takes it over)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
