@@ -57,9 +57,13 @@ class RunLock:
                 f"{self.folder} is in use by {holder.get('what', 'another run')} (PID {holder.get('pid', '?')} on "
                 f"{holder.get('host', '?')}, started {holder.get('started', '?')}): wait for it to finish or stop it"
             ) from None
-        holder = {"what": self.what, "pid": os.getpid(), "host": socket.gethostname(),
-                  "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                  "command": shlex.join(sys.argv)}
+        holder = {
+            "what": self.what,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": shlex.join(sys.argv),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
         self._fd = fd
@@ -84,3 +88,41 @@ def _read_holder(fd: int) -> dict:
         return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError):
         return {}
+
+
+class RunFolder:
+    """``with RunFolder(path, "vla train") as folder:`` -- create ``path`` if needed and hold its :class:`RunLock`.
+
+    When this call created the folder and the block raises an error (an ``Exception``; not Ctrl-C) before
+    ``keep_partial()`` was called, the folder is removed again, so a run that fails on its inputs leaves nothing
+    behind; a folder that existed before is never removed.
+
+    Raises:
+        NotADirectoryError: ``path`` exists and is a file. RunLockedError: another run holds the folder.
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str) -> None:
+        self.path = Path(path)
+        self.what = what
+        self._created = False
+        self._keep = False
+        self._lock: RunLock | None = None
+
+    def keep_partial(self) -> None:
+        """From now on the folder holds results worth keeping even if the run fails (a checkpoint, records)."""
+        self._keep = True
+
+    def __enter__(self) -> RunFolder:
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"{self.path} exists and is not a folder (choose another output folder)")
+        self._created = not self.path.exists()
+        self._lock = RunLock(self.path, self.what).acquire()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        assert self._lock is not None
+        self._lock.release()
+        if kind is not None and issubclass(kind, Exception) and self._created and not self._keep:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)

@@ -316,6 +316,7 @@ def check_devices() -> list[Check]:
 def run_doctor(cfg) -> int:
     """Print every check; return 1 if any failed, else 0."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     checks = check_packages() + check_vulkan() + check_sapien(cfg.render_check) + check_visuals() + check_devices()
@@ -324,7 +325,9 @@ def run_doctor(cfg) -> int:
         table.add_column(col, overflow="fold")
     style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
     for c in checks:
-        table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", c.detail, "" if c.status == "ok" else c.fix)
+        table.add_row(
+            c.name, f"[{style[c.status]}]{c.status}[/]", escape(c.detail), "" if c.status == "ok" else escape(c.fix)
+        )
     Console().print(table)
     failed = [c.name for c in checks if c.status == "fail"]
     if failed:

@@ -53,6 +53,24 @@ CONTROL_MODE = "pd_ee_pose"
 ACTION_FRAME = "world; rpy = extrinsic xyz Euler of R_tcp @ R_home^T; gripper +1 open / -1 closed"
 """Short description of the action convention, stored with recorded episodes and checkpoints."""
 
+VALUE_RANGES: dict[str, tuple[float, float]] = {
+    "position": (-3.0, 3.0),
+    "angle": (-2 * np.pi, 2 * np.pi),
+    "gripper": (-1.0, 1.0),
+}
+"""Plausible ranges of absolute action / proprio values, by kind: TCP position (m, world frame; both arms reach
+well within 1.5 m of the table centre), Euler angle (rad) and gripper ([-1, 1] exactly). ``vla data check`` and
+``vla train`` warn about values outside them (``train.episodes``; a warning, since simulators and robots differ):
+such a value is usually a unit or export error."""
+
+
+def value_range(dim: int) -> tuple[float, float]:
+    """The :data:`VALUE_RANGES` entry of action/proprio dimension ``dim`` (0-13)."""
+    name = ACTION_LAYOUT[dim].split("_", 1)[1]
+    kind = "gripper" if name == "gripper" else "position" if name in ("x", "y", "z") else "angle"
+    return VALUE_RANGES[kind]
+
+
 GRIPPER_OPEN, GRIPPER_CLOSED = 1.0, -1.0
 GRIPPER_JOINT_LOW, GRIPPER_JOINT_HIGH = -0.01, 0.04
 """Finger joint range (m) that ManiSkill's Panda gripper controller maps [-1, 1] onto (panda.py)."""

@@ -359,20 +359,29 @@ def record_demos(cfg: DemosConfig) -> dict:
     With ``cfg.workers > 1`` attempts run in that many processes (``envs.recording_pool.ordered_map``) and are
     committed in seed order, so the folder is the same as with one worker.
 
+    The folder is locked for the run (``common.locks.RunFolder``): a second ``vla demos`` on it fails at once.
+
     Raises:
         ValueError: unknown task, incompatible existing folder.
         RuntimeError: ``max_attempts`` reached before enough successes (what was recorded stays valid).
+        RunLockedError: another run uses the folder.
     """
-    import shutil
-
-    from tqdm import tqdm
-
+    from common.locks import RunFolder
     from envs.experts import make_expert
     from envs.specs import get_task
 
     get_task(cfg.task)
     make_expert(cfg.task)  # an unknown expert fails here, before any folder is touched
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    with RunFolder(cfg.out, "vla demos") as folder:
+        return _record_in(cfg, folder)
+
+
+def _record_in(cfg: DemosConfig, folder) -> dict:
+    """The body of :func:`record_demos`, run while the folder is locked."""
+    import shutil
+
+    from tqdm import tqdm
+
     manifest = load_or_start_manifest(cfg)
     shutil.rmtree(cfg.out / PENDING_DIR, ignore_errors=True)  # attempts of an interrupted run, never committed
     max_attempts = cfg.max_attempts or 3 * cfg.episodes + 10
@@ -398,6 +407,7 @@ def record_demos(cfg: DemosConfig) -> dict:
                 )
             result = next(source)
             _commit(cfg, manifest, result)
+            folder.keep_partial()
             bar.update(int(result["success"]))
             bar.set_postfix(attempts=manifest["attempts"], failures=manifest["failures"], steps=result["steps"])
     finally:

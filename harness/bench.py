@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common.files import write_json_atomic
+from common.locks import RunFolder
 from envs.specs import get_task
 from harness.benchmark_specs import load_benchmark, parse_seeds
 from harness.config import BenchConfig
@@ -269,6 +270,32 @@ def build_results(
     }
 
 
+def _bench_in(
+    cfg: BenchConfig,
+    folder: RunFolder,
+    env_factory: Callable[..., Any] | None,
+    policy_factory: Callable[[], Any] | None,
+) -> dict[str, Any]:
+    """The body of :func:`run_bench`, run while OUT is locked; returns the results.json dict (written)."""
+    from harness.provenance import collect_provenance
+
+    policy_factory = policy_factory or functools.partial(make_policy, cfg.policy)
+    policy = policy_factory()
+    meta = policy.metadata
+    run = resolve(cfg, meta, env_factory, policy_factory)
+    check_before_run(meta, run)
+    done_records = prepare_out(cfg, run)
+    folder.keep_partial()
+    if cfg.workers > 1 or cfg.episode_timeout is not None:
+        policy = None  # workers build their own; free this one (a VLA can be large)
+    new, wall = _execute(cfg, run, policy, {r.key for r in done_records})
+    provenance = collect_provenance(meta, cfg.sim_backend, cfg.render_backend)
+    records = read_records(cfg.out / EPISODES_FILE).records
+    results = build_results(cfg, run, meta, records, _throughput(new, wall, cfg.workers, cfg.out), provenance)
+    write_json_atomic(cfg.out / RESULTS_FILE, results)
+    return results
+
+
 def run_bench(
     cfg: BenchConfig, env_factory: Callable[..., Any] | None = None, policy_factory: Callable[[], Any] | None = None
 ) -> int:
@@ -281,28 +308,10 @@ def run_bench(
         PolicyMismatchError: the policy does not fit a task (before any episode runs).
         ValueError: bad settings, an OUT that already holds a run (without --resume) or a resume with other
             settings.
+        RunLockedError: another run is using OUT (one line naming its PID and start time).
     """
-    from harness.provenance import collect_provenance
-
-    policy_factory = policy_factory or functools.partial(make_policy, cfg.policy)
-    policy = policy_factory()
-    meta = policy.metadata
-    run = resolve(cfg, meta, env_factory, policy_factory)
-    check_before_run(meta, run)
-    done_records = prepare_out(cfg, run)
-    if cfg.workers > 1 or cfg.episode_timeout is not None:
-        policy = None  # workers build their own; free this one (a VLA can be large)
-    new, wall = _execute(cfg, run, policy, {r.key for r in done_records})
-    provenance = collect_provenance(meta, cfg.sim_backend, cfg.render_backend)
-    results = build_results(
-        cfg,
-        run,
-        meta,
-        read_records(cfg.out / EPISODES_FILE).records,
-        _throughput(new, wall, cfg.workers, cfg.out),
-        provenance,
-    )
-    write_json_atomic(cfg.out / RESULTS_FILE, results)
+    with RunFolder(cfg.out, "vla bench") as folder:
+        results = _bench_in(cfg, folder, env_factory, policy_factory)
     from harness.summary import print_summary
 
     print_summary(results, cfg.out)

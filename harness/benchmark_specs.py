@@ -43,6 +43,8 @@ def parse_seeds(text: str) -> list[int]:
             a, b = (int(x) for x in text.split(":"))
             if b <= a:
                 raise ValueError(f"seeds: empty range {text!r} (A:B means A <= seed < B)")
+            if a < 0 or b - 1 > MAX_SEED:
+                raise ValueError(f"seeds: {text!r} must lie in [0, 2^32) (ManiSkill's RNG takes 32-bit seeds)")
             seeds = list(range(a, b))
         else:
             seeds = [int(x) for x in text.split(",") if x.strip()]

@@ -18,7 +18,7 @@ from typing import Any
 
 from common.files import write_text_atomic
 from harness.metrics import mcnemar_exact
-from harness.records import Key, RecordsError
+from harness.records import Key
 from harness.review_config import SUCCESS_METRICS, CompareConfig
 from harness.review_data import Run, RunFolderError, load_run
 
@@ -200,15 +200,15 @@ def print_comparison(comp: Comparison, console: Any | None = None) -> None:
 
 
 def run_compare(cfg: CompareConfig, console: Any | None = None) -> int:
-    """Body of ``vla compare``: load both runs, print the table, write ``--json``; 0, or 1 on a bad folder."""
+    """Body of ``vla compare``: load both runs, print the table, write ``--json``; returns 0.
+
+    Raises:
+        RecordsError: a missing, empty or malformed run folder (``vla`` prints it as one line).
+    """
     from rich.console import Console
     from rich.markup import escape
 
-    try:
-        comp = compare_runs(load_run(cfg.run_a), load_run(cfg.run_b), cfg.metric)
-    except RecordsError as err:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
-        return 1
+    comp = compare_runs(load_run(cfg.run_a), load_run(cfg.run_b), cfg.metric)
     print_comparison(comp, console)
     if cfg.json_path is not None:
         write_text_atomic(Path(cfg.json_path), json.dumps(comparison_to_dict(comp), indent=2) + "\n")

@@ -119,6 +119,8 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out: {self.out} exists and is not a folder")
         self.tasks = parse_tasks(tuple(self.tasks))
         self.video_cameras = parse_cameras(tuple(self.video_cameras), "video_cameras")
         check_visual_quality(self.visual_quality)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from common.files import write_text_atomic
-from harness.records import OUTCOMES, EpisodeRecord, RecordsError
+from harness.records import OUTCOMES, EpisodeRecord
 from harness.review_config import GalleryConfig
 from harness.review_data import Run, load_run, results_mismatches, summarize
 
@@ -52,10 +52,12 @@ def video_source(run: Run, episode: EpisodeRecord, html_dir: Path) -> tuple[str 
     are copied together or served by any static http server.
     """
     if episode.video is None:
-        return None, "no video recorded"
+        return None, "no video recorded" + (f" ({episode.video_error})" if episode.video_error else "")
     file = Path(episode.video)
     if not file.is_absolute():
         file = run.path / file
+    if not file.resolve().is_relative_to(run.path.resolve()):
+        return None, f"video outside the run folder, not linked: {episode.video}"
     if not file.is_file():
         return None, f"video file missing: {episode.video}"
     rel = os.path.relpath(os.path.abspath(file), os.path.abspath(html_dir))
@@ -199,18 +201,18 @@ def build_comparison_gallery(run_a_dir: str | Path, run_b_dir: str | Path, out: 
 
 
 def run_gallery(cfg: GalleryConfig) -> int:
-    """Body of ``vla gallery``: build the page and print its path; 0, or 1 (message on stderr) on a bad folder."""
+    """Body of ``vla gallery``: build the page and print its path; returns 0.
+
+    Raises:
+        RecordsError: a missing, empty or malformed run folder (``vla`` prints it as one line).
+    """
     from rich.console import Console
     from rich.markup import escape
 
-    try:
-        if cfg.run_b is None:
-            path = build_gallery(cfg.run, cfg.out)
-        else:
-            path = build_comparison_gallery(cfg.run, cfg.run_b, cfg.out)
-    except RecordsError as err:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
-        return 1
+    if cfg.run_b is None:
+        path = build_gallery(cfg.run, cfg.out)
+    else:
+        path = build_comparison_gallery(cfg.run, cfg.run_b, cfg.out)
     Console(highlight=False).print(f"wrote {escape(str(path))}")
     return 0
 

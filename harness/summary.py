@@ -13,9 +13,11 @@ def _pct(x: float | None) -> str:
 def print_summary(results: dict[str, Any], out: Path) -> None:
     """Print per-task and overall success (with Wilson 95 % intervals), errors, timeouts and throughput."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"vla bench: {results['policy'].get('spec', results['policy'].get('name'))}")
+    # every string from the user (policy spec, task names, paths) is escaped: "[/x]" must print as itself
+    table = Table(title=f"vla bench: {escape(str(results['policy'].get('spec', results['policy'].get('name'))))}")
     for col in ("task", "ok eps", "success_once", "95% CI", "success_at_end", "errors", "timeouts", "mean len"):
         table.add_column(col)
     rows = list(results["per_task"].items()) + [("overall", results["overall"])]
@@ -23,10 +25,10 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
         lo, hi = b["ci95"]
         mean_len = "n/a" if b["mean_episode_len"] is None else f"{b['mean_episode_len']:.1f}"
         table.add_row(
-            name,
+            escape(name),
             str(b["episodes"]),
             _pct(b["success_rate"]),
-            f"[{_pct(lo)}, {_pct(hi)}]",
+            escape(f"[{_pct(lo)}, {_pct(hi)}]"),
             _pct(b["success_at_end_rate"]),
             str(b["errors"]),
             str(b["timeouts"]),
@@ -44,6 +46,6 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
     if bad:
         console.print(
             f"[bold red]{bad} episode(s) ended in error/timeout[/] (not counted as failures; see "
-            f"{Path(out) / 'episodes.jsonl'})"
+            f"{escape(str(Path(out) / 'episodes.jsonl'))})"
         )
-    console.print(f"results: {Path(out) / 'results.json'}")
+    console.print(f"results: {escape(str(Path(out) / 'results.json'))}")

@@ -7,7 +7,10 @@ ManiSkill at import time), and their field docstrings are the ``--help`` text.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import tyro
@@ -131,17 +134,78 @@ def merge_lora(cfg: Flags[MergeLoraConfig]) -> int:
     return run_merge_lora(cfg)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``vla`` console script."""
+class UsageError(Exception):
+    """A command's flags were rejected by its config's own checks (``__post_init__``)."""
+
+
+def _on_parse_error(event) -> None:
+    """tyro hook: a config check that failed becomes one ``error:`` line instead of tyro's box (which names
+    internal argument paths such as ``__tyro-dummy-inner__.cfg.optim``); other usage errors keep tyro's output.
+    Uses tyro's experimental ``tyro._errors`` hook (tyro is pinned; tests/scripts/test_cli_errors.py checks it)."""
+    import tyro._errors as tyro_errors
+
+    if isinstance(event, tyro_errors.InstantiationFailure):
+        raise UsageError(event.message)
+
+
+_PACKAGES = ("common", "envs", "policies", "train", "harness", "scripts", "benchmarks")
+_OUR_CODE = tuple(str(Path(__import__(pkg).__file__).resolve().parent) + os.sep for pkg in _PACKAGES)
+
+
+def expected_error(err: BaseException) -> bool:
+    """Whether ``err`` is a refusal with a message for the user (printed as one line) rather than a bug (kept as a
+    traceback): a config check, an error class of this project, a disk full anywhere, or a ValueError / OSError /
+    RuntimeError / KeyError raised by this project's own code (the innermost frame of its traceback is ours)."""
+    if isinstance(err, UsageError) or type(err).__module__.split(".")[0] in _PACKAGES:
+        return True  # an error class of this project (EpisodeDataError, RecordsError, RunLockedError, ...)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    if not isinstance(err, (ValueError, OSError, RuntimeError, KeyError)):
+        return False
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_OUR_CODE)
+
+
+def error_line(err: BaseException) -> str:
+    """The one line printed for an expected error (``error: ...``; ENOSPC says "no space left on device")."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC and "no space left" not in text.lower():
+        text = f"no space left on device ({text})"
+    return "error: " + " ".join(text.split())
+
+
+def _dispatch(args: list[str]) -> int:
     from common.config_files import config_flag, parse_with_config
 
-    args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] and args[0] in CONFIG_FILE_COMMANDS and config_flag(args[1:]) is not None:
         cls, legacy = CONFIG_FILE_COMMANDS[args[0]]
         cfg = parse_with_config(cls, args[1:], f"vla {args[0]}", legacy, wrap=Flags[cls])
-        sys.exit(int({"train": train, "bench": bench}[args[0]](cfg) or 0))
-    code = app.cli(prog="vla", description="Train and benchmark VLA policies on dual-arm ManiSkill tasks.", args=argv)
-    sys.exit(int(code or 0))
+        return int({"train": train, "bench": bench}[args[0]](cfg) or 0)
+    return int(
+        app.cli(prog="vla", description="Train and benchmark VLA policies on dual-arm ManiSkill tasks.", args=args) or 0
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``vla`` console script. Expected errors (see :func:`expected_error`) print one line
+    ``error: ...`` to stderr and exit 2; anything else keeps its traceback; Ctrl-C exits 130."""
+    import tyro._errors as tyro_errors
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with tyro_errors.on_parse_error(_on_parse_error):
+            code = _dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        if not expected_error(err):
+            raise
+        print(error_line(err), file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

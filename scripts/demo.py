@@ -38,6 +38,8 @@ class DemoConfig:
     """Training steps (default: the recipe's, quick: 150)."""
     eval_seeds: str | None = None
     """Benchmark seeds A:B, disjoint from the training seeds (default: 100000:100050, quick: 100000:100004)."""
+    action_noise: float = 0.0
+    """`vla demos --action-noise`: DART-style std (m) of a correlated offset on the executed targets (0: plain)."""
     workers: int = 2
     """Worker processes of the recording and of the benchmark, each with cores/workers math threads (recording:
     benchmarks/results/recording.json; benchmark: benchmarks/results/harness.json)."""
@@ -101,6 +103,8 @@ def main(cfg: DemoConfig) -> int:
             "10000",
             "--workers",
             str(cfg.workers),
+            "--action-noise",
+            str(cfg.action_noise),
         ]
     )
 

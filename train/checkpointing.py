@@ -14,8 +14,8 @@ import os
 import random
 import re
 import shutil
-import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -200,10 +200,53 @@ def remove_stale_temporaries(root: Path) -> None:
 
 
 # ---- resume -------------------------------------------------------------------------------------------------
-def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """``RUN/checkpoints/last`` resolved, or None when the run has no complete checkpoint."""
+def last_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """``RUN/checkpoints/last`` resolved when it points at a checkpoint folder (not verified), else None."""
     last = Path(run_dir) / CHECKPOINTS_DIR / LAST_LINK
     return last.resolve() if (last / CONFIG_FILE).is_file() else None
+
+
+def checkpoint_problem(ckpt: Path, resumable: bool = True) -> str | None:
+    """Why ``ckpt`` cannot be used (None: it can): a file cut short or missing against the manifest, an unreadable
+    config.json, or (``resumable``) a training state that does not load."""
+    from policies.openvla.run_format import verify_checkpoint
+    from policies.openvla.weights import CheckpointError
+
+    try:
+        verified = verify_checkpoint(ckpt)  # sizes against the manifest (cheap)
+        read_checkpoint_config(ckpt)
+        if resumable and not verified:  # written before manifests: the training state must load
+            load_training_state(ckpt)
+        elif resumable:
+            names = ("optimizer.pt", "scheduler.pt", "rng.pt", "state.json")
+            missing = [n for n in names if not (ckpt / TRAINING_STATE_DIR / n).is_file()]
+            if missing:
+                raise ResumeError(f"{ckpt / TRAINING_STATE_DIR}: missing {missing}")
+    except (CheckpointError, ResumeError, ValueError, OSError, RuntimeError, EOFError) as err:
+        return " ".join(str(err).split())[:400]
+    return None
+
+
+def find_resume_checkpoint(run_dir: str | os.PathLike, warn: bool = True) -> Path | None:
+    """The newest checkpoint of the run that is complete and resumable, or None when there is none.
+
+    ``RUN/checkpoints/last`` comes first; when it points at a missing folder or a broken checkpoint (a file cut
+    short, an unreadable training state), the newest complete ``step_N`` is taken instead, with a warning naming
+    what was skipped and why.
+    """
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    last = root / LAST_LINK
+    candidates = [last.resolve()] if last.is_symlink() or last.exists() else []
+    candidates += [path.resolve() for _, path in reversed(list_checkpoints(root)) if path.resolve() not in candidates]
+    skipped = []
+    for ckpt in candidates:
+        problem = "missing" if not ckpt.is_dir() else checkpoint_problem(ckpt)
+        if problem is None:
+            if skipped and warn:
+                warnings.warn(f"resuming from {ckpt.name}: skipped " + "; ".join(skipped), UserWarning, stacklevel=2)
+            return ckpt
+        skipped.append(f"{ckpt.name} ({problem})")
+    return None
 
 
 def check_resume_config(saved: Mapping[str, Any], cfg: TrainConfig, where: str | Path) -> None:
@@ -284,13 +327,7 @@ def merge_lora_checkpoint(
 
 
 def run_merge_lora(cfg: MergeLoraConfig) -> int:
-    """``vla merge-lora CKPT OUT``: merge and print where the result went; 0, or 1 after printing the error."""
-    from policies.openvla.weights import CheckpointError
-
-    try:
-        out = merge_lora_checkpoint(cfg.checkpoint, cfg.out, base=cfg.base, overwrite=cfg.overwrite)
-    except (FileNotFoundError, FileExistsError, CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    """``vla merge-lora CKPT OUT``: merge and print where the result went; returns 0 (errors propagate)."""
+    out = merge_lora_checkpoint(cfg.checkpoint, cfg.out, base=cfg.base, overwrite=cfg.overwrite)
     print(f"merged {resolve_checkpoint_dir(cfg.checkpoint)} -> {out} (finetune=full)")
     return 0

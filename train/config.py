@@ -114,6 +114,8 @@ class DataCheckConfig:
     """Instruction split(s) that must exist: seen, unseen or both (= at least one of them)."""
     pad_end: bool = False
     """Count end-padded samples (T per episode) and allow episodes shorter than the chunk."""
+    deep: bool = False
+    """Also read every image frame (finds corrupt compressed chunks; slower)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -12,22 +12,19 @@ from rich.table import Table
 
 from envs.layout import ACTION_LAYOUT, CAMERA_TO_HDF5_KEY, CAMERAS
 from train.config import DataCheckConfig
-from train.episodes import DatasetSummary, EpisodeDataError, validate_episode_dir
+from train.episodes import DatasetSummary, validate_episode_dir
 
 MAX_EXAMPLES = 3
 
 
 def run_data_check(cfg: DataCheckConfig, console: Console | None = None) -> int:
-    """Validate ``cfg.data_dir`` and print the summary; return 0, or 1 after printing the error to stderr.
+    """Validate ``cfg.data_dir`` and print the summary; returns 0. Writes nothing to the folder.
 
-    Writes nothing to the folder.
+    Raises:
+        EpisodeDataError: the first problem found, naming file, key and expected vs actual.
     """
     console = console or Console()
-    try:
-        summary = validate_episode_dir(cfg)
-    except EpisodeDataError as err:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
-        return 1
+    summary = validate_episode_dir(cfg)
     print_summary(summary, console)
     return 0
 
@@ -39,13 +36,13 @@ def print_summary(summary: DatasetSummary, console: Console) -> None:
     proprio = sum(e.has_proprio for e in eps)
     samples = f"{summary.num_samples} for chunk_size {summary.chunk_size}"
     samples += " (end-padded: T per episode)" if summary.pad_end else " (T - chunk_size + 1 per episode)"
-    overview = Table(title=f"Episodes in {summary.data_dir}", show_header=False)
+    overview = Table(title=f"Episodes in {escape(str(summary.data_dir))}", show_header=False)
     for label, value in (
         ("episodes", f"{len(eps)} (indices {eps[0].index} .. {eps[-1].index})"),
         ("total steps", str(int(lengths.sum()))),
         ("steps per episode", f"min {lengths.min()}, median {int(np.median(lengths))}, max {lengths.max()}"),
         ("samples", samples),
-        ("task attr", ", ".join(summary.tasks) or "(none)"),
+        ("task attr", escape(", ".join(summary.tasks)) or "(none)"),
         ("proprio", f"present in {proprio} of {len(eps)} episodes"),
         ("used cameras", f"{', '.join(summary.cameras)} at {summary.image_size[0]}x{summary.image_size[1]} px"),
     ):
@@ -54,6 +51,10 @@ def print_summary(summary: DatasetSummary, console: Console) -> None:
     console.print(_camera_table(summary))
     console.print(_action_table(summary))
     console.print(_instruction_table(summary))
+    for note in summary.warnings[:20]:
+        console.print(f"[yellow]warning:[/] {escape(note)}", soft_wrap=True)
+    if len(summary.warnings) > 20:
+        console.print(f"[yellow]warning:[/] ... and {len(summary.warnings) - 20} more values out of range")
 
 
 def _camera_table(summary: DatasetSummary) -> Table:
@@ -87,7 +88,7 @@ def _instruction_table(summary: DatasetSummary) -> Table:
     for split in ("seen", "unseen"):
         pools = [getattr(e, split) for e in summary.episodes]
         distinct = list(dict.fromkeys(s for pool in pools for s in pool))
-        examples = "\n".join(repr(s) for s in distinct[:MAX_EXAMPLES])
+        examples = "\n".join(escape(repr(s)) for s in distinct[:MAX_EXAMPLES])
         if len(distinct) > MAX_EXAMPLES:
             examples += f"\n... {len(distinct) - MAX_EXAMPLES} more"
         table.add_row(split, f"{sum(bool(p) for p in pools)} of {len(pools)}", str(len(distinct)), examples or "-")

@@ -27,7 +27,7 @@ import torch
 from envs.layout import CAMERA_TO_HDF5_KEY
 from policies.normalization import NormStats
 from train.config import DataConfig
-from train.episodes import EpisodeInfo, validate_episode_dir
+from train.episodes import EpisodeDataError, EpisodeInfo, validate_episode_dir
 from train.stats import PreparedData, prepare_data
 
 Transform = Callable[[torch.Tensor, list[str]], Mapping[str, Any]]
@@ -191,8 +191,11 @@ class EpisodeDataset(torch.utils.data.Dataset):
         pos, t = self.locate(index)
         try:
             return self._read_sample(index, pos, t)
-        except OSError as err:  # h5py read errors carry no file name: add file and step
-            raise OSError(f"{self.episodes[pos].path}: reading step {t} failed: {err}") from err
+        except (OSError, ValueError) as err:  # h5py read errors carry no file name: add file and step
+            raise EpisodeDataError(
+                f"{self.episodes[pos].path}: reading step {t} failed ({' '.join(str(err).split())[:300]}); "
+                "`vla data check DIR --deep` lists every unreadable frame"
+            ) from None
 
     def _read_sample(self, index: int, pos: int, t: int) -> dict[str, Any]:
         episode, cfg = self.episodes[pos], self.cfg

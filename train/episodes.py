@@ -11,8 +11,10 @@ Episode file layout (one file per episode, T steps; step t = the observation bef
                       either may be absent, but at least one instruction must exist
     attrs             task, seed, control_mode, action_layout (JSON), cameras (JSON), ... (all optional here)
 
-Camera names map to dataset keys through ``envs.layout.CAMERA_TO_HDF5_KEY``. Validation reads only metadata,
-the (T, 14) action / proprio arrays and the instruction strings, never image pixels.
+Camera names map to dataset keys through ``envs.layout.CAMERA_TO_HDF5_KEY``. Validation reads metadata, the
+(T, 14) action / proprio arrays (finite, within ``envs.layout.VALUE_RANGES``; proprio whenever present) and the
+instruction strings; image pixels only with ``vla data check --deep`` (every frame decompressed). A frame that
+fails to read during training stops the run with the file, key and step (``train.dataset``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from envs.layout import ACTION_DIM, ACTION_LAYOUT, CAMERA_TO_HDF5_KEY, CAMERAS
+from envs.layout import ACTION_DIM, ACTION_LAYOUT, CAMERA_TO_HDF5_KEY, CAMERAS, value_range
 
 if TYPE_CHECKING:
     from train.config import DataCheckConfig, DataConfig
@@ -89,6 +91,8 @@ class DatasetSummary:
         image_size: (H, W) of every frame of those cameras (identical across cameras and episodes).
         action_key: the action dataset that was checked.
         chunk_size, pad_end: the sampling settings the sample count refers to.
+        warnings: values outside ``envs.layout.VALUE_RANGES`` (unit or export errors such as gripper 5.0 or
+            x = 1e6 m), file, key, step and value each; printed by ``vla data check`` and warned by ``vla train``.
     """
 
     data_dir: Path
@@ -98,6 +102,7 @@ class DatasetSummary:
     action_key: str
     chunk_size: int
     pad_end: bool
+    warnings: tuple[str, ...] = ()
 
     @property
     def num_steps(self) -> int:
@@ -214,8 +219,9 @@ def validate_episode_dir(cfg: DataConfig | DataCheckConfig) -> DatasetSummary:
     infos: list[EpisodeInfo] = []
     problems: list[str] = []
     action_dims: dict[int, list[str]] = {}
+    notes: list[str] = []
     for index, path in files:
-        info, dim, file_problems = _inspect_file(path, index, cfg)
+        info, dim, file_problems = _inspect_file(path, index, cfg, notes)
         problems += file_problems
         if dim is not None:
             action_dims.setdefault(dim, []).append(path.name)
@@ -235,6 +241,7 @@ def validate_episode_dir(cfg: DataConfig | DataCheckConfig) -> DatasetSummary:
         action_key=cfg.action_key,
         chunk_size=cfg.chunk_size,
         pad_end=cfg.pad_end,
+        warnings=tuple(notes),
     )
 
 
@@ -265,8 +272,11 @@ def _py(value: Any) -> Any:
     return value
 
 
-def _inspect_file(path: Path, index: int, cfg: Any) -> tuple[EpisodeInfo | None, int | None, list[str]]:
-    """Check one file; return (info or None when it has problems, action dim or None, problems)."""
+def _inspect_file(
+    path: Path, index: int, cfg: Any, notes: list[str]
+) -> tuple[EpisodeInfo | None, int | None, list[str]]:
+    """Check one file; return (info or None when it has problems, action dim or None, problems). Values out of
+    their plausible range are appended to ``notes`` (warnings: they do not stop a run)."""
     import h5py
 
     name = path.name
@@ -280,9 +290,13 @@ def _inspect_file(path: Path, index: int, cfg: Any) -> tuple[EpisodeInfo | None,
         action = _read_matrix(f, name, cfg.action_key, lengths, problems)
         raw = f.get(cfg.action_key)
         dim = int(raw.shape[1]) if isinstance(raw, h5py.Dataset) and raw.ndim == 2 else None
-        if cfg.use_proprio:
-            _read_matrix(f, name, "proprio", lengths, problems)
-        shapes = _check_images(f, name, cfg.cameras, lengths, problems)
+        if action is not None and cfg.action_key == "action":
+            _check_ranges(action, name, "action", notes)
+        if cfg.use_proprio or "proprio" in f:  # a broken proprio is reported even when it is not trained on
+            proprio = _read_matrix(f, name, "proprio", lengths, problems, required_length=cfg.use_proprio)
+            if proprio is not None:
+                _check_ranges(proprio, name, "proprio", notes)
+        shapes = _check_images(f, name, cfg.cameras, lengths, problems, deep=getattr(cfg, "deep", False))
         if len(set(lengths.values())) > 1:
             detail = ", ".join(f"'{k}' has {n}" for k, n in lengths.items())
             problems.append(f"{name}: T mismatch between keys: expected the same number of steps, got {detail}")
@@ -315,8 +329,23 @@ def _inspect_file(path: Path, index: int, cfg: Any) -> tuple[EpisodeInfo | None,
     return info, dim, problems
 
 
-def _read_matrix(f: Any, name: str, key: str, lengths: dict[str, int], problems: list[str]) -> np.ndarray | None:
-    """Read a required (T, 14) float dataset as float64, recording problems; None when missing or invalid."""
+def _check_ranges(data: np.ndarray, name: str, key: str, problems: list[str]) -> None:
+    """Note values outside ``envs.layout.VALUE_RANGES`` (unit or export errors: gripper 5.0, x = 1e6 m)."""
+    for dim in range(data.shape[1]):
+        lo, hi = value_range(dim)
+        bad = np.nonzero((data[:, dim] < lo - 1e-6) | (data[:, dim] > hi + 1e-6))[0]
+        if len(bad):
+            problems.append(
+                f"{name}: '{key}' {ACTION_LAYOUT[dim]}: expected values in [{lo:.4g}, {hi:.4g}], got "
+                f"{data[bad[0], dim]:.6g} at step {int(bad[0])} ({len(bad)} step(s) out of range)"
+            )
+
+
+def _read_matrix(
+    f: Any, name: str, key: str, lengths: dict[str, int], problems: list[str], required_length: bool = True
+) -> np.ndarray | None:
+    """Read a required (T, 14) float dataset as float64, recording problems; None when missing or invalid.
+    ``required_length=False``: its T is not compared with the other keys (a dataset that is not used)."""
     import h5py
 
     ds = f.get(key)
@@ -328,7 +357,8 @@ def _read_matrix(f: Any, name: str, key: str, lengths: dict[str, int], problems:
     if not isinstance(ds, h5py.Dataset):
         problems.append(f"{name}: '{key}': expected a dataset, got a {type(ds).__name__}")
         return None
-    lengths[key] = ds.shape[0] if ds.ndim else 0
+    if required_length:
+        lengths[key] = ds.shape[0] if ds.ndim else 0
     if ds.dtype.kind != "f":
         problems.append(f"{name}: '{key}': wrong dtype: expected float32/float64, got {ds.dtype}")
         return None
@@ -353,9 +383,10 @@ def _read_matrix(f: Any, name: str, key: str, lengths: dict[str, int], problems:
 
 
 def _check_images(
-    f: Any, name: str, cameras: tuple[str, ...], lengths: dict[str, int], problems: list[str]
+    f: Any, name: str, cameras: tuple[str, ...], lengths: dict[str, int], problems: list[str], deep: bool = False
 ) -> dict[str, tuple[int, int]]:
-    """Check camera datasets (the requested ones must exist); return camera -> (H, W) of the valid ones."""
+    """Check camera datasets (the requested ones must exist); return camera -> (H, W) of the valid ones.
+    ``deep`` reads every frame of the required cameras (a corrupt compressed chunk is named with its frame)."""
     import h5py
 
     shapes: dict[str, tuple[int, int]] = {}
@@ -379,6 +410,8 @@ def _check_images(
         else:
             err = None
             shapes[cam] = (int(ds.shape[1]), int(ds.shape[2]))
+        if err is None and required and deep:
+            err = _unreadable_frame(ds)
         if err and required:
             problems.append(f"{name}: '{key}': {err}")
         if required and isinstance(ds, h5py.Dataset) and ds.ndim >= 1:
@@ -389,6 +422,16 @@ def _check_images(
             f"{list(CAMERA_TO_HDF5_KEY.values())}, file has {sorted(f.keys())}"
         )
     return shapes
+
+
+def _unreadable_frame(ds: Any) -> str | None:
+    """Read every frame; the first that fails to decompress, as a problem text (None when all read)."""
+    for t in range(ds.shape[0]):
+        try:
+            ds[t]
+        except (OSError, ValueError) as err:
+            return f"frame {t} of {ds.shape[0]} unreadable ({' '.join(str(err).split())[:200]})"
+    return None
 
 
 def _check_instructions(f: Any, name: str, split: str, problems: list[str]) -> tuple[list[str], list[str]]:

@@ -76,6 +76,27 @@ def build_resumed_model(
     return model.train(), processor
 
 
+def check_prompt_lengths(processor: VLAProcessor, config: VLAConfig, prepared: PreparedData) -> None:
+    """Refuse instructions whose prompt does not fit the model's context (a 10,000-character instruction would
+    otherwise train 4x slower on truncated positions without a word).
+
+    Raises:
+        EpisodeDataError: the first episode with a too-long instruction (file, tokens, budget).
+    """
+    from train.episodes import EpisodeDataError
+
+    budget = config.prompt_token_budget()
+    for episode in prepared.summary.episodes:
+        for text in dict.fromkeys(episode.instruction_pool("both")):
+            ids, _ = processor.tokenize([text])
+            if ids.shape[1] > budget:
+                raise EpisodeDataError(
+                    f"{episode.path}: instruction of {len(text)} characters is {ids.shape[1]} prompt tokens; the "
+                    f"model's context ({config.llm.max_position_embeddings} positions) leaves room for {budget} next "
+                    f"to the images and the action chunk: shorten it"
+                )
+
+
 def wrap_for_finetune(cfg: TrainConfig, model: Any) -> Any:
     """LoRA (peft) or full fine-tuning; with the l1 head the unused ``lm_head`` is frozen (no gradient reaches
     it, which DDP would otherwise report as an unused parameter). Trainable tensors are made float32."""
@@ -133,11 +154,16 @@ def lr_lambda(
 
 
 def make_optimizer(cfg: TrainConfig, model: Any, milestones: tuple[int, ...]):
-    """(AdamW over the trainable parameters in module order, LambdaLR, that parameter list)."""
+    """(AdamW over the trainable parameters in module order, LambdaLR, that parameter list).
+
+    AdamW runs torch's fused kernel (the same update rule in one kernel per step: 11 vs 48 ms for the tiny model's
+    9.7 M parameters on 2 CPU cores, benchmarks/results/precision.json) where the parameters allow it.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    fused = all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lr_lambda(cfg.optim.lr_schedule, cfg.optim.steps, cfg.optim.warmup_steps, milestones, cfg.optim.lr_gamma),

@@ -308,6 +308,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out: {self.out} exists and is not a folder")
         self.config = Path(self.config) if self.config is not None else None
         _int_at_least(self, 0, "seed")
         self.data.seed = self.seed  # the split and the instruction choice follow the run's seed

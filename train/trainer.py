@@ -18,6 +18,7 @@ end) a checkpoint (:mod:`train.checkpointing`). ``--resume`` continues from ``RU
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 import warnings
@@ -31,11 +32,10 @@ from envs.machine import resolve_precision
 from policies.normalization import NormStats, save_dataset_statistics
 from train.checkpointing import (
     CHECKPOINTS_DIR,
-    ResumeError,
     TrainingState,
     capture_rng,
     checkpoint_config,
-    find_resume_checkpoint,
+    last_checkpoint,
     remove_stale_temporaries,
     write_checkpoint,
 )
@@ -89,15 +89,9 @@ class _Run:
 
 
 def run_train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> int:
-    """``vla train``: train; 0, or 1 after printing a data / resume / checkpoint error to stderr."""
-    from policies.openvla.weights import CheckpointError
-    from train.episodes import EpisodeDataError
-
-    try:
-        result = train(cfg, evaluate=evaluate)
-    except (EpisodeDataError, ResumeError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    """``vla train``: train and say where the last checkpoint is; returns 0 (errors propagate to ``vla``, which
+    prints expected ones as one line)."""
+    result = train(cfg, evaluate=evaluate)
     if result.is_main_process and result.last_checkpoint is not None:
         print(f"trained to step {result.step}; last checkpoint: {result.last_checkpoint}", file=sys.stderr)
     return 0
@@ -106,26 +100,34 @@ def run_train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> int:
 def train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> TrainResult:
     """Train (or resume) the run ``cfg.out`` to ``cfg.optim.steps`` optimizer steps.
 
-    Nothing is written to ``cfg.out`` until the data, the model and (with ``--resume``) the checkpoint have
-    been checked.
+    The run folder is locked for the whole run (``common.locks.RunFolder``, by the first process): a second
+    ``vla train`` on it fails at once. A folder this call creates is removed again if the run fails before its
+    first checkpoint (nothing half-written is left behind).
 
     Raises:
-        EpisodeDataError: invalid data. ResumeError: --resume without a checkpoint, with a config that changes the
-            run, or a run folder that already has checkpoints without --resume. ValueError: bad model settings.
+        EpisodeDataError: invalid data (the file, key and step). ResumeError: --resume without a checkpoint, with a
+            config that changes the run, or a run folder that already has checkpoints without --resume.
+        ValueError: bad model settings. RunLockedError: another run uses the folder.
     """
+    import contextlib
+
     from accelerate.utils import set_seed
 
-    if cfg.compute.threads is not None:
-        torch.set_num_threads(cfg.compute.threads)
-    ckpt, raw = resume_source(cfg)
-    accelerator = _make_accelerator(cfg)
-    set_seed(cfg.seed)
-    run = _setup(cfg, accelerator, ckpt, raw)
-    if evaluate is None and cfg.cadence.bench_every and accelerator.is_main_process:
-        warnings.warn(
-            "bench_every is set but no benchmark hook was given; in-loop benchmarks are skipped", stacklevel=2
-        )
-    return _loop(run, evaluate)
+    from common.locks import RunFolder
+
+    first_process = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    with RunFolder(cfg.out, "vla train") if first_process else contextlib.nullcontext() as folder:
+        if cfg.compute.threads is not None:
+            torch.set_num_threads(cfg.compute.threads)
+        ckpt, raw = resume_source(cfg)
+        accelerator = _make_accelerator(cfg)
+        set_seed(cfg.seed)
+        run = _setup(cfg, accelerator, ckpt, raw)
+        if evaluate is None and cfg.cadence.bench_every and accelerator.is_main_process:
+            warnings.warn(
+                "bench_every is set but no benchmark hook was given; in-loop benchmarks are skipped", stacklevel=2
+            )
+        return _loop(run, evaluate, folder)
 
 
 # ---- setup --------------------------------------------------------------------------------------------------
@@ -159,6 +161,7 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
         base_dtype,
         build_fresh_model,
         build_resumed_model,
+        check_prompt_lengths,
         load_finetune_weights,
         make_optimizer,
         wrap_for_finetune,
@@ -168,12 +171,21 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
 
     dcfg = cfg.data
     prepared = prepare_data(dcfg)  # validates; writes nothing
+    if prepared.summary.warnings and accelerator.is_main_process:
+        shown = "; ".join(prepared.summary.warnings[:3])
+        more = (
+            f" (+{len(prepared.summary.warnings) - 3} more; `vla data check` lists them)"
+            if len(prepared.summary.warnings) > 3
+            else ""
+        )
+        warnings.warn(f"values out of their plausible range: {shown}{more}", UserWarning, stacklevel=3)
     dtype = base_dtype(cfg, str(accelerator.mixed_precision))
     if ckpt is not None:
         check_same_data(prepared, ckpt)
         model, processor = build_resumed_model(cfg, ckpt, raw, dtype)
     else:
         model, processor = build_fresh_model(cfg, prepared, dtype)
+    check_prompt_lengths(processor, model.config, prepared)
     model = wrap_for_finetune(cfg, model)
     if ckpt is not None:
         load_finetune_weights(model, ckpt, raw["finetune"])
@@ -242,7 +254,7 @@ def _warn_small_batch(cfg: TrainConfig, processes: int) -> None:
 
 
 # ---- loop ---------------------------------------------------------------------------------------------------
-def _loop(run: _Run, evaluate: EvaluateFn | None) -> TrainResult:
+def _loop(run: _Run, evaluate: EvaluateFn | None, folder: Any = None) -> TrainResult:
     from tqdm.auto import tqdm
 
     from train.logging_utils import RunLogger
@@ -267,7 +279,7 @@ def _loop(run: _Run, evaluate: EvaluateFn | None) -> TrainResult:
     batches = _batches(run)
     history: list[dict[str, float]] = []
     window = {"time": 0.0, "wait": 0.0, "steps": 0}
-    last = find_resume_checkpoint(cfg.out)
+    last = last_checkpoint(cfg.out)
     try:
         for step in range(run.start_step + 1, cfg.optim.steps + 1):
             record, elapsed, waited = _train_step(run, batches)
@@ -287,6 +299,8 @@ def _loop(run: _Run, evaluate: EvaluateFn | None) -> TrainResult:
                 _run_evaluate(run, evaluate, logger, step)
             if step % cfg.cadence.save_every == 0 or final:
                 last = _save(run, step)
+                if folder is not None:
+                    folder.keep_partial()
     finally:
         bar.close()
         logger.close()
@@ -475,4 +489,4 @@ def _save(run: _Run, step: int) -> Path | None:
             keep_last=cfg.cadence.keep_last,
         )
     acc.wait_for_everyone()
-    return target if acc.is_main_process else find_resume_checkpoint(cfg.out)
+    return target if acc.is_main_process else last_checkpoint(cfg.out)

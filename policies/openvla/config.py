@@ -295,6 +295,12 @@ class VLAConfig:
         """Pixel channels per view: 3 per featurizer (each gets its own normalization), 6 for dinosiglip."""
         return 3 * len(self.featurizers)
 
+    def prompt_token_budget(self) -> int:
+        """Most prompt tokens (BOS and the instruction template included) that fit the LLM's positions next to the
+        patches of every view, the proprio token, the action slots of a chunk and the stop token."""
+        fixed = len(self.cameras) * self.num_patches_per_view + (1 if self.proprio_dim else 0)
+        return self.llm.max_position_embeddings - fixed - self.chunk_size * self.action_dim - 1
+
     @property
     def num_patches_per_view(self) -> int:
         """Patch tokens per view: (image_size / patch_size)^2."""

@@ -157,11 +157,11 @@ def test_run_compare_prints_table_and_writes_json(tmp_path: Path) -> None:
     assert not list(out_json.parent.glob(".*.tmp")), "temp file left behind"
 
 
-def test_run_compare_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_compare_missing_folder(tmp_path: Path) -> None:
     dir_a, _ = _two_runs(tmp_path)
     missing = tmp_path / "nope"
-    assert run_compare(CompareConfig(dir_a, missing), Console(file=io.StringIO())) == 1
-    assert str(missing) in capsys.readouterr().err.replace("\n", "")
+    with pytest.raises(RunFolderError, match="nope' does not exist"):
+        run_compare(CompareConfig(dir_a, missing), Console(file=io.StringIO()))
 
 
 def test_cli_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -272,5 +272,6 @@ def test_cli_gallery_one_and_two_runs(run_dir: Path, tmp_path: Path, capsys: pyt
     assert exc.value.code == 0 and "data-discordant" in out.read_text()
     with pytest.raises(SystemExit) as exc:
         main(["gallery", str(tmp_path / "absent")])
-    assert exc.value.code == 1
-    assert "absent' does not exist" in capsys.readouterr().err
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "absent' does not exist" in err and err.startswith("error: ") and err.count("\n") == 1

@@ -77,7 +77,7 @@ def test_full_checkpoint_files_pointer_rotation_and_exact_reload(tmp_path, data3
 
     with pytest.raises(SystemExit) as exit_info:
         main(["merge-lora", str(ckpt), str(tmp_path / "merged")])
-    assert exit_info.value.code == 1 and not (tmp_path / "merged").exists(), "merge-lora needs a LoRA checkpoint"
+    assert exit_info.value.code == 2 and not (tmp_path / "merged").exists(), "merge-lora needs a LoRA checkpoint"
 
 
 def test_lora_checkpoint_without_base_is_self_contained_and_merges(tmp_path, data3):

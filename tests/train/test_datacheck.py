@@ -45,6 +45,6 @@ def test_cli_exit_codes(episode_dir: Path, episode_writer, capsys) -> None:
     episode_writer(episode_dir / "episode_1.hdf5", episode=1, overrides={"action": np.full((20, 14), np.nan)})
     with pytest.raises(SystemExit) as bad:
         main(["data", "check", str(episode_dir)])
-    assert bad.value.code == 1
+    assert bad.value.code == 2
     err = capsys.readouterr().err
     assert "episode_1.hdf5" in err and "'action'" in err and "NaN/Inf" in err

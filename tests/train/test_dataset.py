@@ -189,7 +189,9 @@ def test_val_split_dataset_and_checks(make_dir) -> None:
 def test_read_error_names_file_and_step(episode_dir: Path) -> None:
     ds = _dataset(episode_dir)
     (episode_dir / "episode_1.hdf5").unlink()  # vanished after validation
-    with pytest.raises(OSError, match=r"episode_1\.hdf5: reading step 2 failed"):
+    from train.episodes import EpisodeDataError
+
+    with pytest.raises(EpisodeDataError, match=r"episode_1\.hdf5: reading step 2 failed .*data check DIR --deep"):
         ds[13 + 2]
 
 
