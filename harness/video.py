@@ -156,7 +156,10 @@ def encode_episode(frames: EpisodeFrames, path: Path, error: bool = False) -> Pa
                 writer.append_data(compose_frame(tiled, frames.info, step, ok, error=error and i == last))
         finally:
             writer.close()
-        decoded, _ = imageio_ffmpeg.count_frames_and_secs(str(partial))
+        try:
+            decoded, _ = imageio_ffmpeg.count_frames_and_secs(str(partial))
+        except RuntimeError:  # ffmpeg cannot even open it: a file cut short
+            decoded = 0
         if decoded != len(frames.frames):
             raise VideoError(
                 f"{path.name}: the encoded file decodes to {decoded} of {len(frames.frames)} frames "

@@ -171,6 +171,8 @@ def expected_error(err: BaseException) -> bool:
 def error_line(err: BaseException) -> str:
     """The one line printed for an expected error (``error: ...``; ENOSPC says "no space left on device")."""
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, OSError) and err.strerror:  # not "[Errno 28] ..."
+        text = err.strerror + (f": {err.filename}" if err.filename else "")
     if isinstance(err, OSError) and err.errno == errno.ENOSPC and "no space left" not in text.lower():
         text = f"no space left on device ({text})"
     return "error: " + " ".join(text.split())

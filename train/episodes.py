@@ -41,6 +41,16 @@ _EPISODE_RE = re.compile(r"^episode_(\d+)\.hdf5$")
 class EpisodeDataError(ValueError):
     """Invalid episode data; the message names the file, the key and expected vs actual for every problem."""
 
+    @classmethod
+    def unwrap(cls, err: EpisodeDataError) -> EpisodeDataError:
+        """The original error of one re-raised by a DataLoader worker (torch wraps the message in "Caught ... in
+        DataLoader worker process N" and the worker's traceback, ``torch/_utils.py`` ExceptionWrapper)."""
+        text = str(err)
+        if not text.startswith("Caught ") or "Traceback" not in text:
+            return err
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return cls(last.split(f"{cls.__name__}: ", 1)[-1])
+
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: identity equality (array fields)
 class EpisodeInfo:
@@ -430,7 +440,7 @@ def _unreadable_frame(ds: Any) -> str | None:
         try:
             ds[t]
         except (OSError, ValueError) as err:
-            return f"frame {t} of {ds.shape[0]} unreadable ({' '.join(str(err).split())[:200]})"
+            return f"step {t} (of {ds.shape[0]}) unreadable ({' '.join(str(err).split())[:200]})"
     return None
 
 

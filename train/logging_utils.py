@@ -33,9 +33,9 @@ class RunLogger:
         enabled: False on non-main processes (every method is then a no-op).
         wandb_project: wandb project; None disables wandb. Mode: ``WANDB_MODE`` or ``offline``.
         config: run config logged to wandb.
-        start_step: on resume, TensorBoard events and metrics.jsonl records at steps > start_step from the
-            interrupted attempt are purged, and metrics.jsonl gets ``{"step": start_step, "time": ..., "event":
-            "resume"}``.
+        start_step: the step this attempt starts from (0 for a fresh start): TensorBoard events and metrics.jsonl
+            records at steps > start_step from an interrupted attempt are purged; on resume metrics.jsonl gets
+            ``{"step": start_step, "time": ..., "event": "resume"}``.
     """
 
     def __init__(
@@ -57,9 +57,8 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._tb = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None)
-        if start_step:
-            _truncate_metrics(self.run_dir / METRICS_FILE, start_step)
+        self._tb = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=start_step + 1)
+        _truncate_metrics(self.run_dir / METRICS_FILE, start_step)  # an earlier attempt's steps after start_step
         self._jsonl = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         if start_step:  # marks where the resumed attempt starts (timing tools skip the pause before it)
             self._jsonl.write(json.dumps({"step": int(start_step), "time": time.time(), "event": "resume"}) + "\n")
@@ -115,13 +114,29 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records after ``step`` (logged by an attempt that stopped before its next checkpoint)."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    keep = [json.dumps(rec) for rec in _parse_metrics(path) if rec["step"] <= step]
     write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
+def _parse_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a torn last line (a run killed while writing it) is dropped.
+
+    Raises:
+        ValueError: a line before the last is not JSON (the file was edited or damaged), naming file and line.
+    """
+    lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}: line {number} is not JSON (expected one metrics record per line)") from None
+    return records
+
+
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl`` in order (empty when absent)."""
+    """The records of ``run_dir/metrics.jsonl`` in order (empty when absent; a torn last line is dropped)."""
     path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _parse_metrics(path) if path.is_file() else []

@@ -16,6 +16,7 @@ from train.checkpointing import (
     CHECKPOINTS_DIR,
     ResumeError,
     check_resume_config,
+    checkpoint_problem,
     find_resume_checkpoint,
     list_checkpoints,
     load_training_state,
@@ -24,12 +25,16 @@ from train.checkpointing import (
 from train.train_config import TrainConfig
 
 
-def resume_source(cfg: TrainConfig) -> tuple[Path | None, dict | None]:
+def resume_source(cfg: TrainConfig, folder_existed: bool = True) -> tuple[Path | None, dict | None]:
     """(checkpoint dir, its config.json) with --resume, else (None, None); reads only.
 
+    With --resume the newest complete checkpoint is used (``find_resume_checkpoint``); a run folder
+    (``folder_existed``: it was there before this call) that has none yet, because an earlier attempt stopped
+    before its first save, starts from step 0 with a warning, so that a restart never needs a hand repair.
+
     Raises:
-        ResumeError: --resume without a checkpoint or with a config that changes the run; a run folder that
-            already has checkpoints without --resume.
+        ResumeError: --resume on a folder that did not exist, or whose checkpoints are all broken, or with a
+            config that changes the run; a run folder that already has checkpoints without --resume.
     """
     from policies.openvla.run_format import read_checkpoint_config
 
@@ -43,10 +48,20 @@ def resume_source(cfg: TrainConfig) -> tuple[Path | None, dict | None]:
             )
         return None, None
     if ckpt is None:
-        raise ResumeError(
-            f"--resume: no checkpoint at {cfg.out / CHECKPOINTS_DIR / 'last'}; nothing to resume "
-            "(start without --resume)"
+        broken = list_checkpoints(cfg.out / CHECKPOINTS_DIR)
+        if broken:  # never silently restart over checkpoints that might be repaired
+            raise ResumeError(
+                f"--resume: no complete checkpoint in {cfg.out / CHECKPOINTS_DIR} ({broken[-1][1].name} "
+                f"{checkpoint_problem(broken[-1][1])}); remove the broken step_* folders to start over"
+            )
+        if not folder_existed:  # not even an earlier attempt: a typo in --out?
+            raise ResumeError(f"--resume: {cfg.out} does not exist; nothing to resume (start without --resume)")
+        warnings.warn(
+            f"--resume: {cfg.out} has no checkpoint yet (stopped before the first save); starting from step 0",
+            UserWarning,
+            stacklevel=2,
         )
+        return None, None
     raw = read_checkpoint_config(ckpt)
     check_resume_config(raw.get("train", {}), cfg, ckpt)
     return ckpt, raw

@@ -68,13 +68,18 @@ def iterate_batches(
     One DataLoader per epoch (``make_loader(dataset, batches)``), created after ``dataset.set_epoch(epoch)`` so
     that its workers see the epoch's instruction choice.
     """
+    from train.episodes import EpisodeDataError
+
     m = int(start)
     while True:
         epoch, i = sampler.position(m)
         dataset.set_epoch(epoch)
-        for batch in make_loader(dataset, sampler.epoch_batches(epoch, i)):
-            yield m, batch
-            m += 1
+        try:
+            for batch in make_loader(dataset, sampler.epoch_batches(epoch, i)):
+                yield m, batch
+                m += 1
+        except EpisodeDataError as err:  # from a worker: its message only, not torch's wrapping
+            raise EpisodeDataError.unwrap(err) from None
 
 
 def augmentation_generator(seed: int, rank: int, micro_batch: int):

@@ -116,10 +116,11 @@ def train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> TrainResult:
     from common.locks import RunFolder
 
     first_process = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    existed = cfg.out.exists()
     with RunFolder(cfg.out, "vla train") if first_process else contextlib.nullcontext() as folder:
         if cfg.compute.threads is not None:
             torch.set_num_threads(cfg.compute.threads)
-        ckpt, raw = resume_source(cfg)
+        ckpt, raw = resume_source(cfg, folder_existed=existed)
         accelerator = _make_accelerator(cfg)
         set_seed(cfg.seed)
         run = _setup(cfg, accelerator, ckpt, raw)

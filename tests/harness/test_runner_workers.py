@@ -125,3 +125,45 @@ def test_worker_threads_split_the_cores_and_keep_user_settings(monkeypatch) -> N
     monkeypatch.delitem(sys.modules, "torch", raising=False)  # torch not imported yet: only the env is set
     limit_threads(1)
     assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "7"
+
+
+def _wait_both(procs: dict[str, subprocess.Popen]) -> dict[str, tuple[int, str, bool]]:
+    """name -> (exit code, stderr, whether another process was still running when it ended)."""
+    done: dict[str, tuple[int, str, bool]] = {}
+    deadline = time.monotonic() + 300
+    while len(done) < len(procs) and time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if name not in done and proc.poll() is not None:
+                others = any(p.poll() is None for n, p in procs.items() if n != name)
+                done[name] = (proc.returncode, proc.stderr.read().decode(), others)
+        time.sleep(0.02)
+    assert len(done) == len(procs), "a bench did not finish"
+    return done
+
+
+@pytest.mark.parametrize("second", ["at once", "resume while running"])
+def test_two_benches_on_one_folder_one_runs_the_other_stops_at_once(tmp_path: Path, second: str) -> None:
+    out = tmp_path / "o"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO)])}
+    start = lambda resume: subprocess.Popen(  # noqa: E731
+        _bench_cmd(out, 1, resume), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    procs = {"a": start(False)}
+    if second == "resume while running":
+        deadline = time.monotonic() + 120
+        while _lines(out / "episodes.jsonl") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    procs["b"] = start(second != "at once")
+    done = _wait_both(procs)
+    (winner, (win_code, _, _)), (loser, (code, err, others_running)) = sorted(
+        done.items(), key=lambda kv: kv[1][0] != 0
+    )
+    assert win_code == 0 and code == 2, done
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "in use by vla bench" in lines[0], err
+    assert f"PID {procs[winner].pid}" in lines[0] and "started 20" in lines[0], lines[0]
+    assert others_running, "the refused bench must stop while the other still runs"
+    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    keys = [(r["task"], r["seed"]) for r in records]
+    assert sorted(keys) == sorted({(t, s) for t in FAKE_TASKS for s in range(10)}), "each (task, seed) once"
+    assert json.loads((out / "results.json").read_text())["overall"]["episodes"] == len(records)

@@ -291,7 +291,7 @@ def test_missing_data_dir_writes_nothing(tmp_path):
 def test_resume_without_checkpoint_writes_nothing(tmp_path, data3):
     from train.checkpointing import ResumeError
 
-    with pytest.raises(ResumeError, match="no checkpoint at"):
+    with pytest.raises(ResumeError, match="run does not exist; nothing to resume"):
         _quiet_train(micro_config(data3, tmp_path / "run", resume=True))
     assert not (tmp_path / "run").exists()
 

@@ -72,3 +72,28 @@ def fixed_inputs(processor: Any, norm_stats: Any, n: int = 3, seed: int = 0) -> 
 def predict(model: Any, processor: Any, norm_stats: Any) -> Any:
     """(3, H, 14) normalized chunk predicted on :func:`fixed_inputs`."""
     return model.predict_action_chunk(**fixed_inputs(processor, norm_stats))
+
+
+def write_micro_yaml(path: Path, data: Path, out: Path, **overrides: Any) -> Path:
+    """A ``vla train --config`` YAML file of :func:`micro_config`'s settings (for runs in a subprocess)."""
+    import yaml
+
+    settings: dict[str, Any] = dict(
+        data=str(data),
+        out=str(out),
+        steps=4,
+        batch_size=4,
+        chunk_size=4,
+        use_proprio=True,
+        model_overrides=MICRO,
+        num_workers=0,
+        log_every=1,
+        save_every=2,
+        val_every=10**6,
+        progress=False,
+        threads=1,
+        mixed_precision="no",
+    )
+    settings.update(overrides)
+    path.write_text(yaml.safe_dump(settings))
+    return path
