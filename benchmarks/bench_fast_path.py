@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import result_header, write_result
+from benchmarks.common import record_demo_data, result_header, vla_command, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fast_path.json"
 TASK = "DualArmLiftBar-v1"
@@ -65,34 +65,13 @@ class FastPathBenchConfig:
     """Output JSON."""
 
 
-def _vla(*args: str) -> list[str]:
-    return [sys.executable, "-m", "scripts.cli", *args]
-
-
 def make_policy_checkpoint(root: Path) -> str:
     """Record 2 demos and train the recipe's tiny VLA for 2 steps; returns ``checkpoint:PATH``."""
     recipe = Path(__file__).resolve().parent / "recipes" / "tiny-liftbar.yaml"
     data, run = root / "data", root / "run"
+    record_demo_data(data, 2, TASK)
     subprocess.run(
-        _vla(
-            "demos",
-            "--task",
-            TASK,
-            "--episodes",
-            "2",
-            "--out",
-            str(data),
-            "--image-size",
-            "128",
-            "--cameras",
-            "head",
-            "--no-progress",
-        ),
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        _vla(
+        vla_command(
             "train",
             "--config",
             str(recipe),
@@ -116,7 +95,7 @@ def make_policy_checkpoint(root: Path) -> str:
 
 def run_bench(cfg: FastPathBenchConfig, policy: str, out: Path, extra: list[str]) -> dict:
     """One `vla bench` run; returns its throughput numbers."""
-    cmd = _vla(
+    cmd = vla_command(
         "bench",
         "--policy",
         policy,

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import result_header, write_result
+from benchmarks.common import record_demo_data, result_header, vla_command, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "precision.json"
 RECIPE = Path(__file__).resolve().parent / "recipes" / "tiny-liftbar.yaml"
@@ -38,13 +38,9 @@ class PrecisionBenchConfig:
     """Output JSON."""
 
 
-def _vla(*args: str) -> list[str]:
-    return [sys.executable, "-m", "scripts.cli", *args]
-
-
 def train_once(data: Path, run: Path, precision: str, steps: int) -> dict:
     """Train the recipe ``steps`` steps at ``precision``; returns its median step time and what auto chose."""
-    cmd = _vla(
+    cmd = vla_command(
         "train",
         "--config",
         str(RECIPE),
@@ -93,24 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         data = cfg.data
         if data is None:
             data = Path(tmp) / "data"
-            subprocess.run(
-                _vla(
-                    "demos",
-                    "--task",
-                    "DualArmLiftBar-v1",
-                    "--episodes",
-                    "8",
-                    "--out",
-                    str(data),
-                    "--image-size",
-                    "128",
-                    "--cameras",
-                    "head",
-                    "--no-progress",
-                ),
-                check=True,
-                capture_output=True,
-            )
+            record_demo_data(data, 8, "DualArmLiftBar-v1")
         runs = [
             train_once(data, Path(tmp) / f"run{i}-{p}", p, cfg.steps)
             for i, p in enumerate(("no", "bf16", "auto", "no"))

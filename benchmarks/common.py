@@ -82,3 +82,21 @@ def result_header(benchmark: str, module: str, argv: list[str] | None) -> dict[s
 def write_result(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` as indented JSON to ``path`` atomically (temp file + rename); creates the folder."""
     return write_json_atomic(path, payload)
+
+
+def vla_command(*args: str) -> list[str]:
+    """``vla ARGS`` as an argv list for ``subprocess`` (this interpreter, ``-m scripts.cli``)."""
+    return [sys.executable, "-m", "scripts.cli", *args]
+
+
+def record_demo_data(out: Path, episodes: int, task: str = "DualArmLiftBar-v1") -> Path:
+    """Record ``episodes`` expert demos of ``task`` (head camera, 128 px: the demo recipe's data) into ``out``.
+
+    Raises:
+        subprocess.CalledProcessError: ``vla demos`` failed (its output is attached).
+    """
+    import subprocess
+
+    args = ["demos", "--task", task, "--episodes", str(episodes), "--out", str(out), "--image-size", "128"]
+    subprocess.run(vla_command(*args, "--cameras", "head", "--no-progress"), check=True, capture_output=True)
+    return out

@@ -44,7 +44,8 @@ def load_steps(data: Path, cameras: Sequence[str], steps: Sequence[int], episode
     """
     import h5py
 
-    from train.episodes import find_episode_files, read_instructions
+    from train.episode_checks import read_instructions
+    from train.episodes import find_episode_files
 
     files = find_episode_files(data)[:episodes]
     rows = []

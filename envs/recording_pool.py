@@ -36,18 +36,40 @@ def limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Daemon thread of a worker: exit when the parent process is gone (killed with SIGKILL, the pool's own
+    shutdown never runs and an idle worker would otherwise block on its queue forever as an orphan)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _start_worker(parent: int, initializer: Callable[..., None], initargs: tuple) -> None:
+    _exit_with_parent(parent)
+    initializer(*initargs)
+
+
 def ordered_map(
     fn: Callable[[Any], Any], items: Sequence[Any], workers: int, initializer: Callable[..., None], initargs: tuple = ()
 ) -> Iterator[Any]:
     """``fn(item)`` for each item, run in ``workers`` spawned processes, yielded in item order. ``fn`` and
     ``initializer`` must be module-level (spawn pickles them by name). Closing the generator cancels queued items
-    and waits for the running ones.
+    and waits for the running ones; a worker whose parent is killed exits within a second.
 
     Raises:
         RuntimeError: a worker process died (the message names the item); any exception ``fn`` raised.
     """
     pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=initializer, initargs=initargs
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, initargs),
     )
     futures: dict[int, concurrent.futures.Future] = {}
     submitted = 0

@@ -61,9 +61,15 @@ def _recipe(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
+VLA = [sys.executable, "-m", "scripts.cli"]
+"""How the demo runs `vla` (this interpreter, so it works before the venv is on PATH)."""
+
+
 def run(cmd: list[str]) -> None:
-    """Print and run one `vla` command (stdout/stderr stream to the terminal); raise on failure."""
-    print(f"\n\033[1;34m$ {shlex.join(cmd)}\033[0m", flush=True)
+    """Print one `vla` command as the user would type it, run it (output streams to the terminal); raise on
+    failure."""
+    shown = ["vla", *cmd[len(VLA) :]] if cmd[: len(VLA)] == VLA else cmd
+    print(f"\n\033[1;34m$ {shlex.join(shown)}\033[0m", flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     print(f"\033[2m({time.perf_counter() - start:.0f} s)\033[0m", flush=True)
@@ -75,7 +81,7 @@ def _trained_step(run_dir: Path) -> int | None:
 
 
 def main(cfg: DemoConfig) -> int:
-    vla = [sys.executable, "-m", "scripts.cli"]
+    vla = VLA
     recipe = _recipe(cfg.recipe)
     steps = cfg.steps or (150 if cfg.quick else int(recipe.get("steps", 3000)))
     tag = "demo-quick" if cfg.quick else "demo"

@@ -20,9 +20,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,12 @@ from train.checkpointing import (
 )
 from train.resume import check_same_data, restore_training_state, resume_source
 from train.train_config import MIN_GLOBAL_BATCH, TrainConfig
+from train.train_step import TrainRun, batch_stream, log_train, train_step, validate
 
 PolicyParts = tuple[Any, Any, NormStats, dict]
 """(model in eval mode, VLAProcessor, NormStats, checkpoint-style config dict) -- as ``load_checkpoint_model``."""
 EvaluateFn = Callable[[int, Callable[[], PolicyParts]], Mapping[str, float]]
 """``evaluate(step, policy_factory) -> {metric: value}``, logged under ``bench/``; main process only."""
-METRIC_KEYS = ("loss", "curr_action_l1", "future_actions_l1")
 
 
 @dataclasses.dataclass
@@ -64,28 +63,6 @@ class TrainResult:
     step: int
     history: list[dict[str, float]]
     is_main_process: bool = True
-
-
-@dataclasses.dataclass
-class _Run:
-    """Everything the loop needs (built by :func:`_setup`)."""
-
-    cfg: TrainConfig
-    accelerator: Any
-    model: Any
-    processor: Any
-    optimizer: Any
-    scheduler: Any
-    params: list
-    prepared: Any
-    train_ds: Any
-    val_ds: Any
-    sampler: Any
-    data_info: dict
-    milestones: tuple[int, ...]
-    start_step: int
-    total_params: int
-    trainable_params: int
 
 
 def run_train(cfg: TrainConfig, evaluate: EvaluateFn | None = None) -> int:
@@ -155,7 +132,7 @@ def _make_accelerator(cfg: TrainConfig):
     )
 
 
-def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -> _Run:
+def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -> TrainRun:
     from policies.openvla.lora import count_parameters
     from train.dataset import EpisodeDataset
     from train.model_setup import (
@@ -217,7 +194,7 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
     if accelerator.is_main_process:
         save_dataset_statistics(cfg.out / "dataset_statistics.json", {prepared.unnorm_key: prepared.norm_stats})
         remove_stale_temporaries(cfg.out / CHECKPOINTS_DIR)
-    return _Run(
+    return TrainRun(
         cfg=cfg,
         accelerator=accelerator,
         model=model,
@@ -255,7 +232,7 @@ def _warn_small_batch(cfg: TrainConfig, processes: int) -> None:
 
 
 # ---- loop ---------------------------------------------------------------------------------------------------
-def _loop(run: _Run, evaluate: EvaluateFn | None, folder: Any = None) -> TrainResult:
+def _loop(run: TrainRun, evaluate: EvaluateFn | None, folder: Any = None) -> TrainResult:
     from tqdm.auto import tqdm
 
     from train.logging_utils import RunLogger
@@ -277,13 +254,13 @@ def _loop(run: _Run, evaluate: EvaluateFn | None, folder: Any = None) -> TrainRe
         desc="train",
         dynamic_ncols=True,
     )
-    batches = _batches(run)
+    batches = batch_stream(run)
     history: list[dict[str, float]] = []
     window = {"time": 0.0, "wait": 0.0, "steps": 0}
     last = last_checkpoint(cfg.out)
     try:
         for step in range(run.start_step + 1, cfg.optim.steps + 1):
-            record, elapsed, waited = _train_step(run, batches)
+            record, elapsed, waited = train_step(run, batches)
             history.append(record)
             window["time"] += elapsed
             window["wait"] += waited
@@ -292,10 +269,10 @@ def _loop(run: _Run, evaluate: EvaluateFn | None, folder: Any = None) -> TrainRe
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             final = step == cfg.optim.steps
             if step % cfg.cadence.log_every == 0 or final:
-                _log_train(run, logger, step, history[-window["steps"] :], window)
+                log_train(run, logger, step, history[-window["steps"] :], window)
                 window = {"time": 0.0, "wait": 0.0, "steps": 0}
             if run.val_ds is not None and (step % cfg.cadence.val_every == 0 or final):
-                logger.log(step, _validate(run))
+                logger.log(step, validate(run))
             if evaluate is not None and cfg.cadence.bench_every and (step % cfg.cadence.bench_every == 0 or final):
                 _run_evaluate(run, evaluate, logger, step)
             if step % cfg.cadence.save_every == 0 or final:
@@ -318,108 +295,7 @@ def _loop(run: _Run, evaluate: EvaluateFn | None, folder: Any = None) -> TrainRe
     )
 
 
-def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
-    from train.sampler import iterate_batches
-
-    cfg = run.cfg
-    pin = run.accelerator.device.type == "cuda"
-
-    def make_loader(dataset, batch_lists):
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=batch_lists,
-            num_workers=cfg.compute.num_workers,
-            collate_fn=dataset.collate_fn,
-            pin_memory=pin,
-            generator=torch.Generator(),
-        )  # never draws from the global RNG
-
-    return iterate_batches(run.train_ds, run.sampler, run.start_step * cfg.optim.grad_accum, make_loader)
-
-
-def model_inputs(
-    batch: Mapping[str, Any], processor, train: bool, generator: torch.Generator | None, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """VLA.forward kwargs from a collated batch: images + instructions through the processor (augmented when
-    ``train``), normalized actions, padding mask and proprio (with the processor's proprio noise when ``train``),
-    all moved to ``device``."""
-    enc = processor(batch["images"], batch["instruction"], train=train, generator=generator)
-    inputs = {**enc, "actions": batch["actions"], "action_is_pad": batch["action_is_pad"]}
-    if "proprio" in batch:
-        inputs["proprio"] = processor.augment_proprio(batch["proprio"], generator) if train else batch["proprio"]
-    return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-
-
-def _train_step(run: _Run, batches) -> tuple[dict[str, float], float, float]:
-    """One optimizer step over grad_accum micro-batches; returns (record, wall time, time waiting for data)."""
-    from train.sampler import augmentation_generator
-
-    cfg, acc = run.cfg, run.accelerator
-    t0 = time.perf_counter()
-    waited = 0.0
-    sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64)
-    grad_norm = torch.tensor(float("nan"))
-    lr = run.optimizer.param_groups[0]["lr"]
-    for _ in range(cfg.optim.grad_accum):
-        tw = time.perf_counter()
-        m, batch = next(batches)
-        waited += time.perf_counter() - tw
-        gen = augmentation_generator(cfg.seed, acc.process_index, m)
-        inputs = model_inputs(batch, run.processor, True, gen, acc.device)
-        with acc.accumulate(run.model):
-            out = run.model(**inputs)
-            acc.backward(out["loss"])
-            if acc.sync_gradients:
-                grad_norm = acc.clip_grad_norm_(run.params, cfg.optim.max_grad_norm or float("inf"))
-            run.optimizer.step()
-            run.optimizer.zero_grad(set_to_none=True)
-        sums += torch.stack([out[k].detach().float() for k in METRIC_KEYS]).double().cpu()
-    run.scheduler.step()
-    values = (sums / cfg.optim.grad_accum).tolist()
-    record = {**dict(zip(METRIC_KEYS, values)), "lr": float(lr), "grad_norm": float(grad_norm)}
-    return record, time.perf_counter() - t0, waited
-
-
-def _log_train(run: _Run, logger, step: int, records: list[dict[str, float]], window: dict) -> None:
-    acc, cfg = run.accelerator, run.cfg
-    keys = (*METRIC_KEYS, "grad_norm")
-    local = torch.tensor([[r[k] for k in keys] for r in records], dtype=torch.float64).mean(0)
-    mean = acc.reduce(local.to(acc.device), reduction="mean").cpu()
-    scalars = {f"train/{k}": float(v) for k, v in zip(keys, mean.tolist())}
-    samples = cfg.optim.batch_size * cfg.optim.grad_accum * acc.num_processes * window["steps"]
-    scalars["train/lr"] = records[-1]["lr"]
-    scalars["train/samples_per_s"] = samples / max(window["time"], 1e-9)
-    scalars["train/data_wait_frac"] = window["wait"] / max(window["time"], 1e-9)
-    logger.log(step, scalars)
-
-
-@torch.no_grad()
-def _validate(run: _Run) -> dict[str, float]:
-    """Mean val metrics over the fixed validation batches (all processes; sample-weighted)."""
-    from train.sampler import validation_batches
-
-    cfg, acc = run.cfg, run.accelerator
-    lists = validation_batches(
-        len(run.val_ds), cfg.optim.batch_size, cfg.cadence.val_batches, cfg.seed, acc.process_index, acc.num_processes
-    )
-    sums = torch.zeros(len(METRIC_KEYS) + 1, dtype=torch.float64)
-    run.model.eval()
-    try:
-        if lists:
-            loader = torch.utils.data.DataLoader(
-                run.val_ds, batch_sampler=lists, num_workers=0, collate_fn=run.val_ds.collate_fn
-            )
-            for batch in loader:
-                out = run.model(**model_inputs(batch, run.processor, False, None, acc.device))
-                n = float(batch["actions"].shape[0])
-                sums += torch.tensor([float(out[k]) * n for k in METRIC_KEYS] + [n], dtype=torch.float64)
-    finally:
-        run.model.train()
-    total = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
-    return {f"val/{k}": float(total[i] / max(total[-1], 1.0)) for i, k in enumerate(METRIC_KEYS)}
-
-
-def _current_config(run: _Run, step: int) -> dict[str, Any]:
+def _current_config(run: TrainRun, step: int) -> dict[str, Any]:
     model = run.accelerator.unwrap_model(run.model)
     vla = model.get_base_model() if hasattr(model, "get_base_model") else model
     return checkpoint_config(
@@ -434,7 +310,7 @@ def _current_config(run: _Run, step: int) -> dict[str, Any]:
     )
 
 
-def _run_evaluate(run: _Run, evaluate: EvaluateFn, logger, step: int) -> None:
+def _run_evaluate(run: TrainRun, evaluate: EvaluateFn, logger, step: int) -> None:
     acc = run.accelerator
     if acc.is_main_process:
         model = acc.unwrap_model(run.model)
@@ -451,7 +327,7 @@ def _run_evaluate(run: _Run, evaluate: EvaluateFn, logger, step: int) -> None:
     acc.wait_for_everyone()
 
 
-def _save(run: _Run, step: int) -> Path | None:
+def _save(run: TrainRun, step: int) -> Path | None:
     from accelerate.utils import gather_object
 
     acc, cfg = run.accelerator, run.cfg

@@ -86,3 +86,19 @@ def norm_stats():
             num_transitions=64,
         )
     }
+
+
+@pytest.fixture(scope="module")
+def ckpt():
+    """A tiny trained checkpoint directory (serving_fixtures.tiny_checkpoint), built once per module."""
+    from serving_fixtures import tiny_checkpoint
+
+    return tiny_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def local(ckpt):
+    """The same checkpoint in-process (the reference the served values must equal)."""
+    from policies.base import make_policy
+
+    return make_policy(f"checkpoint:{ckpt}")

@@ -197,7 +197,7 @@ def test_key_report_limits_and_passes():
 
 def test_released_openvla_7b_config_maps_to_the_preset_dimensions():
     from policies.openvla.config import preset
-    from policies.openvla.openvla_format import config_from_openvla
+    from policies.openvla.openvla_config import config_from_openvla
 
     raw = {  # the fields of openvla/openvla-7b config.json that matter (its text_config is a 4.40 diff)
         "arch_specifier": "no-align+fused-gelu-mlp",

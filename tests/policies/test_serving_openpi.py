@@ -16,10 +16,7 @@ from serving_fixtures import (
     assert_merged_close,
     native_request,
     sample_obs,
-    tiny_checkpoint,
 )
-
-from policies.base import make_policy
 
 openpi_client = pytest.importorskip("openpi_client")
 from openpi_client.action_chunk_broker import ActionChunkBroker  # noqa: E402
@@ -29,17 +26,6 @@ from openpi_client.websocket_client_policy import WebsocketClientPolicy  # noqa:
 # openpi-client 0.1.2 calls websockets' connect() the pre-17 way; websockets 17 warns about it (harmless)
 OPENPI_WARNING = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
 pytestmark = [pytest.mark.timeout(600), OPENPI_WARNING]
-
-
-@pytest.fixture(scope="module")
-def ckpt():
-    return tiny_checkpoint()
-
-
-@pytest.fixture(scope="module")
-def local(ckpt):
-    """The same checkpoint in-process (the reference the served values must equal)."""
-    return make_policy(f"checkpoint:{ckpt}")
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from serving_fixtures import CHUNK, REPO, assert_merged_close, sample_obs, server_env, tiny_checkpoint
-
-from policies.base import make_policy
+from serving_fixtures import CHUNK, REPO, assert_merged_close, sample_obs, server_env
 
 vla_eval = pytest.importorskip("vla_eval")
 import anyio  # noqa: E402  (a dependency of vla-eval)
@@ -23,16 +21,6 @@ from vla_eval.model_servers.serve import serve_async  # noqa: E402
 from policies.serving.vla_eval import HarnessModelServer  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def ckpt():
-    return tiny_checkpoint()
-
-
-@pytest.fixture(scope="module")
-def local(ckpt):
-    return make_policy(f"checkpoint:{ckpt}")
 
 
 def _serve(model_server):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from train.config import DataCheckConfig, DataConfig
-from train.episodes import EpisodeDataError, find_episode_files, read_instructions, validate_episode_dir
+from train.episode_checks import read_instructions
+from train.episodes import EpisodeDataError, find_episode_files, validate_episode_dir
 from train.stats import prepare_data
 
 

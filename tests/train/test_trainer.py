@@ -334,7 +334,7 @@ def test_model_inputs_add_proprio_noise_only_in_training():
     import torch
 
     from policies.openvla.processor import VLAProcessor
-    from train.trainer import model_inputs
+    from train.train_step import model_inputs
 
     class _Proc:
         """Image/text processing left out; VLAProcessor's proprio augmentation at std 0.5."""

@@ -30,12 +30,11 @@ def write_dataset(folder: Path, episodes: int = 3, num_steps: int = 20) -> Path:
     return folder
 
 
-def micro_config(data: Path, out: Path, **overrides: Any):
-    """A TrainConfig of the micro model: 4 steps of 4 samples, chunk 4, proprio, no workers, 1 thread, float32
-    (``auto`` would pick bf16 on CPUs where it is fast, and the tests must not depend on the CPU kind)."""
-    from train.train_config import TrainConfig
-
-    kwargs: dict[str, Any] = dict(
+def micro_settings(data: Path, out: Path, **overrides: Any) -> dict[str, Any]:
+    """The flat TrainConfig settings of the micro model: 4 steps of 4 samples, chunk 4, proprio, no workers, 1
+    thread, float32 (``auto`` would pick bf16 on CPUs where it is fast, and the tests must not depend on the CPU
+    kind), validation every 2 steps."""
+    settings: dict[str, Any] = dict(
         data=data,
         out=out,
         steps=4,
@@ -52,8 +51,15 @@ def micro_config(data: Path, out: Path, **overrides: Any):
         threads=1,
         mixed_precision="no",
     )
-    kwargs.update(overrides)
-    return TrainConfig.from_flat(**kwargs)
+    settings.update(overrides)
+    return settings
+
+
+def micro_config(data: Path, out: Path, **overrides: Any):
+    """A TrainConfig of :func:`micro_settings`."""
+    from train.train_config import TrainConfig
+
+    return TrainConfig.from_flat(**micro_settings(data, out, **overrides))
 
 
 def fixed_inputs(processor: Any, norm_stats: Any, n: int = 3, seed: int = 0) -> dict[str, Any]:
@@ -75,25 +81,9 @@ def predict(model: Any, processor: Any, norm_stats: Any) -> Any:
 
 
 def write_micro_yaml(path: Path, data: Path, out: Path, **overrides: Any) -> Path:
-    """A ``vla train --config`` YAML file of :func:`micro_config`'s settings (for runs in a subprocess)."""
+    """A ``vla train --config`` YAML file of :func:`micro_settings` without validation (for subprocess runs)."""
     import yaml
 
-    settings: dict[str, Any] = dict(
-        data=str(data),
-        out=str(out),
-        steps=4,
-        batch_size=4,
-        chunk_size=4,
-        use_proprio=True,
-        model_overrides=MICRO,
-        num_workers=0,
-        log_every=1,
-        save_every=2,
-        val_every=10**6,
-        progress=False,
-        threads=1,
-        mixed_precision="no",
-    )
-    settings.update(overrides)
+    settings = micro_settings(str(data), str(out), val_every=10**6, **overrides)
     path.write_text(yaml.safe_dump(settings))
     return path
