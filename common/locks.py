@@ -15,6 +15,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -51,7 +52,7 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_holder(fd)
+            holder = _wait_for_holder(fd)
             os.close(fd)
             raise RunLockedError(
                 f"{self.folder} is in use by {holder.get('what', 'another run')} (PID {holder.get('pid', '?')} on "
@@ -64,8 +65,9 @@ class RunLock:
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": shlex.join(sys.argv),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        data = (json.dumps(holder) + "\n").encode()
+        os.pwrite(fd, data, 0)  # write first, then cut: a reader never sees an empty file while we hold it
+        os.ftruncate(fd, len(data))
         self._fd = fd
         return self
 
@@ -85,9 +87,36 @@ class RunLock:
 
 def _read_holder(fd: int) -> dict:
     try:
-        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError):
         return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_for_holder(fd: int, timeout_s: float = 2.0) -> dict:
+    """The holder's record, waiting up to ``timeout_s`` for a holder that has just taken the lock to write it.
+
+    Between the winner's ``flock`` and its write, the file is empty or still names the previous (dead) holder;
+    we poll until it names a live process, else return what is there (``{}`` when unreadable).
+    """
+    deadline = time.monotonic() + timeout_s
+    holder = _read_holder(fd)
+    while not _alive(holder.get("pid")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        holder = _read_holder(fd)
+    return holder
 
 
 class RunFolder:

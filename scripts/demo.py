@@ -38,8 +38,9 @@ class DemoConfig:
     """Training steps (default: the recipe's, quick: 150)."""
     eval_seeds: str | None = None
     """Benchmark seeds A:B, disjoint from the training seeds (default: 100000:100050, quick: 100000:100004)."""
-    action_noise: float = 0.0
-    """`vla demos --action-noise`: DART-style std (m) of a correlated offset on the executed targets (0: plain)."""
+    action_noise: float = 0.01
+    """`vla demos --action-noise`: DART-style std (m) of a correlated offset on the executed targets, so the demos
+    show recoveries (0: plain demos; 0.01 raised the recipe from 33/50 to 47/50 on held-out seeds, README)."""
     workers: int = 2
     """Worker processes of the recording and of the benchmark, each with cores/workers math threads (recording:
     benchmarks/results/recording.json; benchmark: benchmarks/results/harness.json)."""

@@ -44,6 +44,30 @@ def test_a_live_holder_is_named_and_a_killed_one_is_taken_over(tmp_path: Path) -
         pass
 
 
+SLOW_WRITER = (
+    "import fcntl, json, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+    "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(0.4); "
+    "data = json.dumps({'what': 'vla train', 'pid': os.getpid()}).encode(); os.pwrite(fd, data, 0); "
+    "os.ftruncate(fd, len(data)); time.sleep(600)"
+)
+
+
+def test_a_holder_caught_between_its_lock_and_its_record_is_still_named(tmp_path: Path) -> None:
+    """The CI race: the loser read the lock file before the winner wrote its record and said "PID ?"."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_FILE).write_text(json.dumps({"what": "old run", "pid": 2**22 + 12345}))  # dead PID
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, str(tmp_path / "run" / LOCK_FILE)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=rf"in use by vla train \(PID {proc.pid} on"):
+            RunLock(tmp_path / "run", "vla bench").acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_run_folder_removes_what_it_created_when_the_run_fails_early(tmp_path: Path) -> None:
     with pytest.raises(ValueError), RunFolder(tmp_path / "new", "vla bench"):
         raise ValueError("bad input")
