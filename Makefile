@@ -26,7 +26,7 @@ demo: setup
 	$(PY) -m scripts.demo $(if $(filter 1,$(QUICK)),--quick,) $(DEMO_ARGS)
 
 test: setup lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

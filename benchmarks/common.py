@@ -34,7 +34,7 @@ def machine_info() -> dict[str, Any]:
     this process may use), memory, OS, Python, torch/numpy versions, current load."""
     import numpy as np
 
-    from envs.machine import cpu_info
+    from envs.machine import cpu_info, isa_caps
 
     try:
         mem_kb = next(
@@ -46,6 +46,7 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu_name(),
         "cpu_flags": cpu_info()["flags"],
+        "isa_caps": isa_caps(),
         "cpu_count": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)),
         "mem_gib": mem_gib,

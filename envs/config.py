@@ -72,7 +72,7 @@ class DemosConfig:
     noise_correlation: float = 0.9
     """Per-step autocorrelation of that offset (an AR(1) process; 0.9 at 20 Hz drifts over ~0.5 s)."""
     visual_quality: VisualQuality = "fast"
-    """Arm meshes the cameras see: fast (low-poly, ~10x cheaper CPU frames, same physics) or full (stock)."""
+    """Arm meshes the cameras see: fast (low-poly, 8-12x cheaper CPU frames, same physics) or full (stock)."""
     workers: int = 1
     """Processes running attempts (one env each); the folder is the same for any N."""
     progress: bool = True

@@ -35,6 +35,15 @@ BF16_MARGIN = 0.9
 """bf16 counts as fast when its matmul takes at most this fraction of float32's (autocast adds casts, so a tie is
 not a win)."""
 PROBE_FILE = "bf16_probe.json"
+ISA_CAP_VARS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+"""oneDNN's instruction-set caps: ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512/AMX machine makes its bf16 matmul as
+slow as on an AVX2-only CPU (how benchmarks.bench_precision measures the AVX2 kind there), so they are part of the
+probe's cache key and of every benchmark's machine record."""
+
+
+def isa_caps() -> dict[str, str]:
+    """The oneDNN ISA caps set in the environment (``{}`` when none), see ISA_CAP_VARS."""
+    return {name: os.environ[name] for name in ISA_CAP_VARS if os.environ.get(name)}
 
 
 def cpu_info() -> dict[str, Any]:
@@ -109,7 +118,7 @@ def _cache_path() -> Path:
 
 
 def _cache_key(cpu: dict, threads: int, torch_version: str) -> str:
-    raw = json.dumps([cpu["model"], cpu["flags"], threads, torch_version])
+    raw = json.dumps([cpu["model"], cpu["flags"], threads, torch_version, isa_caps()])
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

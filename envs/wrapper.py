@@ -67,7 +67,7 @@ def make_env(
         max_episode_steps: override the task's limit (control steps at 20 Hz).
         sim_backend / render_backend: passed to ManiSkill ("auto" picks physx_cpu for one env without CUDA;
             the render backend falls back to the CPU (lavapipe) when no CUDA device exists).
-        visual_quality: "fast" (low-poly arm visuals, ~10x cheaper CPU frames, same physics) or "full" (the stock
+        visual_quality: "fast" (low-poly arm visuals, 8-12x cheaper CPU frames, same physics) or "full" (the stock
             meshes); see ``envs.visuals``.
 
     Raises:

@@ -97,7 +97,7 @@ class BenchConfig:
     video_stride: int = 1
     """Keep every k-th step in videos (plus the last), played at 20/k fps: fewer rendered frames per episode."""
     visual_quality: VisualQuality = "fast"
-    """Arm meshes the cameras see: fast (low-poly, ~10x cheaper CPU frames, same physics) or full (stock)."""
+    """Arm meshes the cameras see: fast (low-poly, 8-12x cheaper CPU frames, same physics) or full (stock)."""
     image_size: int | None = None
     """Rendered image side in px (default: the policy's image size, else the benchmark's, else 128)."""
     instruction_split: Literal["seen", "unseen"] = "seen"

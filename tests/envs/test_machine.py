@@ -72,6 +72,27 @@ def test_probe_is_cached_per_machine_and_thread_count(fake_speed, tmp_path):
     assert not machine.bf16_probe().cached, "a broken cache is measured again, not an error"
 
 
+def test_an_isa_cap_is_another_machine(fake_speed, monkeypatch):
+    calls = fake_speed(4.0, 2.0)
+    machine.bf16_probe()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not machine.bf16_probe().cached and len(calls) == 4, "a oneDNN ISA cap changes bf16 speed: re-measured"
+    assert machine.isa_caps() == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def test_the_real_probe_picks_float32_when_onednn_is_capped_at_avx2(tmp_path):
+    """Unmocked, in a fresh process: oneDNN limited to AVX2 has no fast bf16 matmul on either CPU kind (the
+    AVX2-only EPYC of the issue, or an AVX-512/AMX machine emulating it), so ``auto`` must mean float32."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from envs.machine import resolve_precision; print(resolve_precision('auto', 'cpu')[0])"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "VLA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "no", out.stderr
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="precision must be auto, bf16 or no, got 'fp16'"):
         machine.resolve_precision("fp16", "cpu")
