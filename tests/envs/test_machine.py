@@ -73,6 +73,8 @@ def test_probe_is_cached_per_machine_and_thread_count(fake_speed, tmp_path):
 
 
 def test_an_isa_cap_is_another_machine(fake_speed, monkeypatch):
+    for name in machine.ISA_CAP_VARS:
+        monkeypatch.delenv(name, raising=False)
     calls = fake_speed(4.0, 2.0)
     machine.bf16_probe()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
