@@ -94,14 +94,15 @@ def _read_holder(fd: int) -> dict:
 
 
 def _alive(pid: object) -> bool:
+    """Whether ``pid`` names a running process (signal 0 probes without sending anything)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, owned by another user
+        pass
     return True
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -85,10 +88,6 @@ def test_an_isa_cap_is_another_machine(fake_speed, monkeypatch):
 def test_the_real_probe_picks_float32_when_onednn_is_capped_at_avx2(tmp_path):
     """Unmocked, in a fresh process: oneDNN limited to AVX2 has no fast bf16 matmul on either CPU kind (the
     AVX2-only EPYC of the issue, or an AVX-512/AMX machine emulating it), so ``auto`` must mean float32."""
-    import os
-    import subprocess
-    import sys
-
     code = "from envs.machine import resolve_precision; print(resolve_precision('auto', 'cpu')[0])"
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "VLA_CACHE_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
