@@ -4,7 +4,8 @@ Modules, one owner per concept:
     config            BenchConfig (``vla bench`` flags)
     benchmark_specs   named benchmark specs (``harness/specs/*.yaml``) and ``--seeds`` parsing
     bench             body of ``vla bench``: resolve, check the policy against each task, run, write results.json
-    dispatch          where work items run: in this process or in worker processes (workers)
+    dispatch          where work items run: in this process, in worker processes (workers) or on Ray actors
+                      (ray_executor: one actor per simulator, this process the only writer)
     runner            one process's policy, chunk executor and envs running work items into records
     rollout           one work item (a task, B seeds) rolled out into EpisodeRecords
     chunking          action chunks -> one action per step (open loop, temporal ensembling)

@@ -25,6 +25,7 @@ from envs.specs import get_task
 from harness.benchmark_specs import load_benchmark, parse_seeds
 from harness.config import BenchConfig
 from harness.dispatch import plan_items, run_items
+from harness.ray_executor import RayOptions
 from harness.records import (
     EPISODES_FILE,
     RESULTS_FILE,
@@ -147,9 +148,10 @@ def resolve(
     return ResolvedRun({t: list(seeds) for t in tasks}, settings, outcome)
 
 
-def check_before_run(meta: Any, run: ResolvedRun) -> None:
+def check_before_run(meta: Any, run: ResolvedRun, local: bool = True) -> None:
     """Raise ``PolicyMismatchError`` when the policy does not fit any task of the run (before any episode), or
-    ValueError when ``num_envs > 1`` is asked for ManiSkill without CUDA. Warns when the policy was trained on
+    ValueError when ``num_envs > 1`` is asked for ManiSkill without CUDA on this machine (``local``: episodes run
+    here; Ray actors check on their own nodes). Warns when the policy was trained on
     frames of another visual quality (a domain shift: low-poly vs stock arm meshes)."""
     trained = list(meta.trained_visual_quality)
     if trained and run.settings.visual_quality not in trained:
@@ -160,7 +162,7 @@ def check_before_run(meta: Any, run: ResolvedRun) -> None:
         )
     for task in run.seeds:
         check_compatible(meta, EnvMetadata(task=task, cameras=run.settings.cameras, image_size=run.settings.image_size))
-    if run.settings.num_envs > 1 and getattr(run.settings.env_factory, "__module__", "") == "envs.wrapper":
+    if local and run.settings.num_envs > 1 and getattr(run.settings.env_factory, "__module__", "") == "envs.wrapper":
         import torch
 
         if not torch.cuda.is_available():
@@ -211,7 +213,7 @@ def _progress(cfg: BenchConfig, total: int, initial: int):
     return tqdm(total=total, initial=initial, unit="ep", desc="vla bench", file=sys.stderr)
 
 
-def _execute(cfg: BenchConfig, run: ResolvedRun, policy: Any, done: set) -> tuple[list[EpisodeRecord], float]:
+def _execute(cfg: BenchConfig, run: ResolvedRun, policy: Any, done: set) -> tuple[list[EpisodeRecord], float, int]:
     sink = RecordSink(cfg.out / EPISODES_FILE, existing=done)
     items = plan_items(run.seeds, run.settings.num_envs, done=done)
     total = sum(len(s) for s in run.seeds.values())
@@ -222,25 +224,28 @@ def _execute(cfg: BenchConfig, run: ResolvedRun, policy: Any, done: set) -> tupl
             bar.update(1)
             bar.set_postfix_str(f"{record.task} seed {record.seed}: {record.status}")
 
+    ray = None
+    if cfg.executor == "ray":
+        ray = RayOptions(actors=cfg.workers, address=cfg.ray_address, num_gpus=cfg.ray_num_gpus)
     start = time.perf_counter()
     try:
-        run_items(run.settings, items, write, workers=cfg.workers, policy=policy)
+        used = run_items(run.settings, items, write, workers=cfg.workers, policy=policy, ray=ray)
     finally:
         if bar is not None:
             bar.close()
-    return sink.new_records, time.perf_counter() - start
+    return sink.new_records, time.perf_counter() - start, used
 
 
-def _throughput(new: list[EpisodeRecord], wall: float, workers: int, out: Path) -> dict[str, Any]:
+def _throughput(new: list[EpisodeRecord], wall: float, workers: int, cfg: BenchConfig) -> dict[str, Any]:
     if not new:
-        old = out / RESULTS_FILE
+        old = cfg.out / RESULTS_FILE
         if old.exists():
             return json.loads(old.read_text()).get("throughput", {})
-        return {"episodes_per_hour": None, "wall_s": 0.0, "workers": workers, "episodes": 0}
     return {
-        "episodes_per_hour": round(len(new) / wall * 3600.0, 2),
-        "wall_s": round(wall, 3),
+        "episodes_per_hour": round(len(new) / wall * 3600.0, 2) if new else None,
+        "wall_s": round(wall, 3) if new else 0.0,
         "workers": workers,
+        "executor": cfg.executor,
         "episodes": len(new),
     }
 
@@ -283,15 +288,15 @@ def _bench_in(
     policy = policy_factory()
     meta = policy.metadata
     run = resolve(cfg, meta, env_factory, policy_factory)
-    check_before_run(meta, run)
+    check_before_run(meta, run, local=cfg.executor == "local")
     done_records = prepare_out(cfg, run)
     folder.keep_partial()
-    if cfg.workers > 1 or cfg.episode_timeout is not None:
+    if cfg.workers > 1 or cfg.episode_timeout is not None or cfg.executor == "ray":
         policy = None  # workers build their own; free this one (a VLA can be large)
-    new, wall = _execute(cfg, run, policy, {r.key for r in done_records})
+    new, wall, used = _execute(cfg, run, policy, {r.key for r in done_records})
     provenance = collect_provenance(meta, cfg.sim_backend, cfg.render_backend)
     records = read_records(cfg.out / EPISODES_FILE).records
-    results = build_results(cfg, run, meta, records, _throughput(new, wall, cfg.workers, cfg.out), provenance)
+    results = build_results(cfg, run, meta, records, _throughput(new, wall, used, cfg), provenance)
     write_json_atomic(cfg.out / RESULTS_FILE, results)
     return results
 

@@ -73,7 +73,13 @@ class BenchConfig:
     seeds: str | None = None
     """Seeds when no --benchmark is given: A:B (A <= seed < B), a,b,c, or one integer."""
     workers: int = 1
-    """Processes running episodes, each with its own env and policy (results do not depend on it)."""
+    """Processes (or Ray actors; 0 = one per cluster CPU) running episodes, each with its own env and policy."""
+    executor: Literal["local", "ray"] = "local"
+    """Where episodes run: local (this process or --workers processes) or ray (Ray actors, here or on a cluster)."""
+    ray_address: str | None = None
+    """With --executor ray: auto or HOST:PORT joins a running cluster (default: start Ray on this machine)."""
+    ray_num_gpus: float = 0.0
+    """With --executor ray: GPUs reserved per actor (fractions share a GPU, e.g. 0.25)."""
     resume: bool = False
     """Continue an interrupted run in OUT: finished (task, seed) episodes are kept and skipped."""
     retry_errors: bool = False
@@ -133,7 +139,8 @@ class BenchConfig:
         if self.benchmark is not None:
             load_benchmark(self.benchmark)  # fails early on an unknown name or a missing file
         checks = {
-            "workers": (self.workers >= 1, ">= 1"),
+            "workers": (self.workers >= (0 if self.executor == "ray" else 1), ">= 1 (0 only with --executor ray)"),
+            "ray_num_gpus": (self.ray_num_gpus >= 0, ">= 0"),
             "num_envs": (self.num_envs >= 1, ">= 1"),
             "post_success_steps": (self.post_success_steps >= 0, ">= 0"),
             "video_stride": (self.video_stride >= 1, ">= 1"),
@@ -155,7 +162,9 @@ class BenchConfig:
                 f"temporal ensembling queries the policy every step: n_action_steps must be 1 or unset, "
                 f"got {self.n_action_steps}"
             )
-        if self.num_envs > 1 and self.workers > 1:
+        if self.executor != "ray" and (self.ray_address is not None or self.ray_num_gpus):
+            raise ValueError("--ray-address and --ray-num-gpus need --executor ray")
+        if self.num_envs > 1 and self.workers > 1 and self.executor != "ray":
             raise ValueError(f"num_envs={self.num_envs} runs one GPU process: workers must be 1, got {self.workers}")
         if self.retry_errors and not self.resume:
             raise ValueError("retry_errors only makes sense with --resume")

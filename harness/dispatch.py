@@ -4,8 +4,9 @@
     run_items(settings, items, write, workers)   # write(record) for every finished episode, in this process
 
 ``workers == 1`` without an episode timeout runs everything here with one :class:`harness.runner.EpisodeRunner`;
-otherwise ``harness.workers`` spawns that many processes, each with its own runner. Either way this process is
-the only one that passes records to ``write``.
+otherwise ``harness.workers`` spawns that many processes, each with its own runner; with ``ray`` options
+(``harness.ray_executor``) Ray actors run them, on this machine or a cluster. Either way this process is the only
+one that passes records to ``write``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from harness.ray_executor import RayOptions, run_ray
 from harness.records import EpisodeRecord
 from harness.rollout import RunSettings
 from harness.runner import EpisodeRunner, WorkItem
@@ -53,14 +55,20 @@ def run_items(
     write: Callable[[EpisodeRecord], Any],
     workers: int = 1,
     policy: Any = None,
-) -> None:
-    """Run every item, in this process (``workers == 1`` and no episode timeout) or in worker processes.
+    ray: RayOptions | None = None,
+) -> int:
+    """Run every item, in this process (``workers == 1`` and no episode timeout), in worker processes, or on Ray
+    actors (``ray`` given; ``workers`` is then ignored for ``ray.actors``).
 
-    ``policy`` (optional) is reused in-process; worker processes always build their own.
+    ``policy`` (optional) is reused in-process; worker processes and actors always build their own. Returns the
+    number of processes or actors that ran episodes side by side (0 when there was nothing to run).
     """
     if not items:
-        return
+        return 0
+    if ray is not None:
+        return run_ray(settings, items, write, ray)
     if workers == 1 and settings.episode_timeout is None:
         run_inprocess(settings, items, write, policy=policy)
     else:
         run_pool(settings, items, write, workers)
+    return workers

@@ -22,6 +22,7 @@ from harness.config import BenchConfig
 from harness.review_config import CompareConfig, GalleryConfig
 from policies.openvla.check_config import CheckCheckpointConfig
 from policies.serving.config import ServeConfig
+from scripts.sweep_spec import SweepConfig
 from train.config import DataCheckConfig
 from train.train_config import LEGACY_FLAGS, MergeLoraConfig, TrainConfig
 
@@ -124,6 +125,14 @@ def train(cfg: Flags[TrainConfig]) -> int:
 
         evaluate = make_sim_evaluator(cfg.cadence.benchmark, cfg.out)
     return run_train(cfg, evaluate=evaluate)
+
+
+@app.command(name="sweep")
+def sweep(cfg: Flags[SweepConfig]) -> int:
+    """Train + benchmark every variant of a sweep spec on the same seeds -> OUT/report.md, report.json, index.html."""
+    from scripts.sweep import run_sweep
+
+    return run_sweep(cfg)
 
 
 @app.command(name="merge-lora")

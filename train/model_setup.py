@@ -98,7 +98,7 @@ def check_prompt_lengths(processor: VLAProcessor, config: VLAConfig, prepared: P
 
 
 def wrap_for_finetune(cfg: TrainConfig, model: Any) -> Any:
-    """LoRA (peft) or full fine-tuning; with the l1 head the unused ``lm_head`` is frozen (no gradient reaches
+    """LoRA (peft) or full fine-tuning; with the l1 and flow heads the unused ``lm_head`` is frozen (no gradient reaches
     it, which DDP would otherwise report as an unused parameter). Trainable tensors are made float32."""
     if cfg.finetune.mode == "lora":
         from policies.openvla.lora import apply_lora
@@ -106,7 +106,7 @@ def wrap_for_finetune(cfg: TrainConfig, model: Any) -> Any:
         model = apply_lora(
             model, r=cfg.finetune.lora_rank, alpha=cfg.finetune.lora_alpha, dropout=cfg.finetune.lora_dropout
         )
-    elif model.config.action_head == "l1":
+    elif model.config.action_head in ("l1", "flow"):
         model.language_model.lm_head.requires_grad_(False)
     for param in model.parameters():  # master weights of everything trained stay float32 (bf16 autocast computes)
         if param.requires_grad and param.dtype != torch.float32:

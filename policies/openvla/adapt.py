@@ -37,7 +37,7 @@ number of views, or preprocessing); every other field must match the base weight
 
 
 def _new_heads(model: VLA, config: VLAConfig) -> dict[str, torch.nn.Module | None]:
-    from policies.openvla.heads import FiLM, L1RegressionActionHead, ProprioProjector
+    from policies.openvla.heads import FiLM, ProprioProjector, make_action_head
 
     d = config.llm.hidden_size
     film = None
@@ -48,13 +48,7 @@ def _new_heads(model: VLA, config: VLAConfig) -> dict[str, torch.nn.Module | Non
         )
     return {
         "proprio_projector": ProprioProjector(config.proprio_dim, d) if config.proprio_dim > 0 else None,
-        "action_head": (
-            L1RegressionActionHead(
-                d, config.head_hidden, config.action_dim, config.chunk_size, config.action_head_blocks
-            )
-            if config.action_head == "l1"
-            else None
-        ),
+        "action_head": make_action_head(config),
         "film": film,
     }
 

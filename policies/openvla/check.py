@@ -106,7 +106,7 @@ def compute_outputs(model, processor, stats, ref: dict[str, torch.Tensor], meta:
             out["discrete_actions"] = torch.from_numpy(
                 stats[key].action.unnormalize(normalized.cpu().numpy(), "bounds_q99", eps=0.0)
             )
-    if model.action_head is not None and ("oft_action_hidden_states" in ref or "oft_actions_normalized" in ref):
+    if model.config.action_head == "l1" and ("oft_action_hidden_states" in ref or "oft_actions_normalized" in ref):
         n_slots = model.config.n_action_slots
         llm = model.config.llm
         out["oft_input_ids"], out["oft_attention_mask"], out["oft_action_token_mask"] = oft_inputs(

@@ -25,7 +25,7 @@ from policies.normalization import NORM_MODES
 
 VisionBackboneKind = Literal["dinosiglip", "dinov2", "siglip"]
 ProjectorKind = Literal["auto", "fused-gelu-mlp", "gelu-mlp"]
-ActionHeadKind = Literal["l1", "tokens"]
+ActionHeadKind = Literal["l1", "tokens", "flow"]
 TokenDecoding = Literal["autoregressive", "parallel"]
 AttnImplementation = Literal["sdpa", "eager"]
 
@@ -155,7 +155,8 @@ class VLAConfig:
     """Llama dimensions and special token ids."""
     action_head: ActionHeadKind = knob("l1")
     """``l1``: OFT L1-regression MLP-ResNet head on parallel-decoded hidden states; ``tokens``: OpenVLA's
-    discretized action tokens predicted by the LLM's lm_head."""
+    discretized action tokens predicted by the LLM's lm_head; ``flow``: a pi0-style flow-matching action expert
+    on the same hidden states (``heads.FlowMatchingActionHead``)."""
     token_decoding: TokenDecoding = knob("autoregressive")
     """For the tokens head: ``autoregressive`` (original OpenVLA: causal, greedy, one token per action value) or
     ``parallel`` (OFT: zeroed placeholder embeddings, bidirectional attention, one forward pass)."""
@@ -175,9 +176,11 @@ class VLAConfig:
     proprio_dim: int = 14
     """P, proprio input size; 0 = no proprio token. Otherwise one projected token follows the patches (OFT)."""
     action_head_hidden: int | None = knob(None)
-    """Hidden width of the L1 head's MLP-ResNet (None: the LLM width, as OFT)."""
+    """Hidden width of the L1 or flow head's MLP-ResNet (None: the LLM width, as OFT)."""
     action_head_blocks: int = knob(2)
-    """Residual blocks in the L1 head (OFT: 2)."""
+    """Residual blocks in the L1 or flow head (OFT: 2)."""
+    flow_steps: int = knob(10)
+    """Flow head: Euler integration steps from noise to a chunk at inference (pi0: 10)."""
     use_film: bool = knob(False)
     """FiLM: in each used ViT block, after the attention residual, x = x * (1 + gamma) + beta with gamma, beta
     linear in the mean language embedding (OFT ``FiLMedVisionTransformerBlock``)."""
@@ -231,6 +234,8 @@ class VLAConfig:
             raise ValueError(f"VLAConfig.crop_scale must be in (0, 1], got {self.crop_scale}")
         if not (self.proprio_noise >= 0 and math.isfinite(self.proprio_noise)):
             raise ValueError(f"VLAConfig.proprio_noise must be a finite std >= 0, got {self.proprio_noise}")
+        if self.flow_steps < 1:
+            raise ValueError(f"VLAConfig.flow_steps must be >= 1, got {self.flow_steps}")
         if self.action_head_blocks < 0 or (self.action_head_hidden is not None and self.action_head_hidden <= 0):
             raise ValueError(
                 f"VLAConfig.action_head_blocks={self.action_head_blocks} / action_head_hidden="
@@ -248,7 +253,7 @@ class VLAConfig:
         choices = {
             "vision_backbone": ("dinosiglip", "dinov2", "siglip"),
             "projector": ("auto", "fused-gelu-mlp", "gelu-mlp"),
-            "action_head": ("l1", "tokens"),
+            "action_head": ("l1", "tokens", "flow"),
             "token_decoding": ("autoregressive", "parallel"),
             "norm_mode": NORM_MODES,
             "attn_implementation": ("sdpa", "eager"),

@@ -1,4 +1,5 @@
-"""Small modules around the LLM: projector, proprio projector, L1 action head, FiLM, and action-token bins.
+"""Small modules around the LLM: projector, proprio projector, L1 and flow-matching action heads, FiLM, and
+action-token bins.
 
 Module and parameter names follow the upstream files so that checkpoints map by name:
 prismatic ``extern/hf/modeling_prismatic.PrismaticProjector`` (fc1/fc2/fc3), openvla-oft
@@ -7,6 +8,8 @@ prismatic ``extern/hf/modeling_prismatic.PrismaticProjector`` (fc1/fc2/fc3), ope
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -95,6 +98,135 @@ class L1RegressionActionHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         b = hidden.shape[0]
         return self.model(hidden.reshape(b, self.chunk_size, -1))  # (B, H, A*D) -> (B, H, A)
+
+
+def time_embedding(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
+    """Sine-cosine embedding of flow times t (B,) in [0, 1] -> (B, dim) float32, periods geometric from
+    ``min_period`` to ``max_period`` (openpi ``models/pi0.py`` ``posemb_sincos``; its defaults)."""
+    if dim % 2:
+        raise ValueError(f"time_embedding: dim must be even, got {dim}")
+    frac = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float32, device=t.device)
+    period = min_period * (max_period / min_period) ** frac
+    angle = t.to(torch.float32)[:, None] * (2 * math.pi / period)[None]
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+class FlowMatchingActionHead(nn.Module):
+    """pi0-style flow-matching action expert on the VLA's action hidden states (Black et al. 2024, "pi0: A
+    Vision-Language-Action Flow Model for General Robot Control", Sec. IV; conditional flow matching of Lipman et
+    al. 2023 on the linear / rectified-flow path of Liu et al. 2023), with openpi's conventions (``models/pi0.py``).
+
+    Path and loss (pi0 Eq. 1, openpi's time direction: t = 1 is noise, t = 0 the data): for a normalized chunk
+    A (B, H, A_dim), noise eps ~ N(0, I) and t ~ Beta(1.5, 1) * 0.999 + 0.001 (openpi ``sample_time``, which puts
+    more weight on noisy times), x_t = t * eps + (1 - t) * A; the network's velocity v(x_t, t | o) regresses
+    u = eps - A with a mean squared error over the valid chunk steps. Inference integrates dx/dt = v from t = 1
+    (x_1 = eps) to t = 0 with ``num_steps`` Euler steps of dt = -1 / K (pi0: K = 10).
+
+    Network: the H*A_dim hidden states of one chunk step (concatenated, as the L1 head) are projected once to the
+    condition c_h (B, H, W); each velocity call adds the projected noisy action of that step, the projected whole
+    noisy chunk (so steps see each other's noise) and an MLP of the sine-cosine time embedding, then runs
+    ``num_blocks`` MLP-ResNet blocks and a LayerNorm + Linear to (B, H, A_dim). Only this small network runs K
+    times; the VLA runs once per chunk.
+
+    Args:
+        llm_dim: D, hidden size of the LLM.
+        hidden_dim: W, width of the expert.
+        action_dim, chunk_size: A_dim and H.
+        num_blocks: residual blocks.
+        num_steps: K, Euler steps at inference (>= 1).
+        time_dim: width of the time embedding (even).
+    """
+
+    def __init__(
+        self,
+        llm_dim: int,
+        hidden_dim: int,
+        action_dim: int,
+        chunk_size: int,
+        num_blocks: int = 2,
+        num_steps: int = 10,
+        time_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        if num_steps < 1:
+            raise ValueError(f"FlowMatchingActionHead: num_steps must be >= 1, got {num_steps}")
+        self.chunk_size, self.action_dim, self.num_steps, self.time_dim = chunk_size, action_dim, num_steps, time_dim
+        self.condition = nn.Sequential(nn.LayerNorm(llm_dim * action_dim), nn.Linear(llm_dim * action_dim, hidden_dim))
+        self.action_in = nn.Linear(action_dim, hidden_dim)
+        self.chunk_in = nn.Linear(chunk_size * action_dim, hidden_dim)
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim))
+        self.blocks = nn.ModuleList([MLPResNetBlock(hidden_dim) for _ in range(num_blocks)])
+        self.norm = nn.LayerNorm(hidden_dim)
+        self.out = nn.Linear(hidden_dim, action_dim)
+
+    def cond(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, H*A_dim, D) action hidden states -> (B, H, W) condition (computed once per chunk)."""
+        b = hidden.shape[0]
+        return self.condition(hidden.reshape(b, self.chunk_size, -1).to(self.out.weight.dtype))
+
+    def velocity(self, cond: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """v(x_t, t | o): cond (B, H, W), x_t (B, H, A_dim), t (B,) -> (B, H, A_dim)."""
+        dtype = self.out.weight.dtype
+        x_t = x_t.to(dtype)
+        h = cond + self.action_in(x_t) + self.chunk_in(x_t.flatten(1))[:, None]
+        h = torch.relu(h + self.time_mlp(time_embedding(t, self.time_dim).to(dtype))[:, None])
+        for block in self.blocks:
+            h = block(h)
+        return self.out(self.norm(h))
+
+    def loss(
+        self, hidden: torch.Tensor, actions: torch.Tensor, step_mask: torch.Tensor, generator=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow-matching loss (masked mean squared error of v - u over valid steps) and the one-step estimate of
+        the clean chunk, x_t - t * v (B, H, A_dim) float32, for training metrics. ``generator`` draws t and eps
+        (default: torch's global RNG)."""
+        b, dev = actions.shape[0], actions.device
+        actions = actions.float()
+        beta = torch.distributions.Beta(torch.tensor(1.5, device=dev), torch.tensor(1.0, device=dev))
+        if generator is None:
+            t = beta.sample((b,)) * 0.999 + 0.001
+            eps = torch.randn(actions.shape, device=dev)
+        else:  # Beta by inverse CDF of Beta(1.5, 1): F(x) = x^1.5, so x = u^(1/1.5)
+            t = torch.rand(b, device=dev, generator=generator) ** (1 / 1.5) * 0.999 + 0.001
+            eps = torch.randn(actions.shape, device=dev, generator=generator)
+        x_t = t[:, None, None] * eps + (1 - t[:, None, None]) * actions
+        v = self.velocity(self.cond(hidden), x_t, t).float()
+        err = ((v - (eps - actions)) ** 2).mean(-1)  # (B, H)
+        mask = step_mask.to(err.dtype)
+        loss = (err * mask).sum() / mask.sum().clamp(min=1.0)
+        return loss, (x_t - t[:, None, None] * v).detach()
+
+    @torch.no_grad()
+    def sample(self, hidden: torch.Tensor, num_steps: int | None = None, seed: int = 0) -> torch.Tensor:
+        """Integrate from noise to a chunk: (B, H*A_dim, D) -> (B, H, A_dim) float32 normalized.
+
+        The noise comes from a generator seeded with ``seed`` and is shared by all batch rows, so a row's chunk
+        depends only on its own inputs and the seed (not on the batch it is in): the policy is deterministic.
+        """
+        k = num_steps or self.num_steps
+        b, dev = hidden.shape[0], hidden.device
+        gen = torch.Generator(device=dev).manual_seed(int(seed))
+        x = torch.randn((1, self.chunk_size, self.action_dim), generator=gen, device=dev).expand(b, -1, -1)
+        cond = self.cond(hidden)
+        for i in range(k):
+            t = torch.full((b,), 1.0 - i / k, device=dev)
+            x = x - self.velocity(cond, x, t).float() / k
+        return x.float()
+
+
+def make_action_head(config) -> nn.Module | None:
+    """The action head of a :class:`policies.openvla.config.VLAConfig`: L1 (OFT), flow matching, or None for the
+    tokens head (the LLM's lm_head predicts action tokens)."""
+    d = config.llm.hidden_size
+    if config.action_head == "l1":
+        return L1RegressionActionHead(
+            d, config.head_hidden, config.action_dim, config.chunk_size, config.action_head_blocks
+        )
+    if config.action_head == "flow":
+        return FlowMatchingActionHead(
+            d, config.head_hidden, config.action_dim, config.chunk_size, config.action_head_blocks, config.flow_steps
+        )
+    return None
 
 
 class FiLM(nn.Module):

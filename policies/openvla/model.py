@@ -26,10 +26,10 @@ from torch import nn
 from policies.openvla.config import VLAConfig
 from policies.openvla.heads import (
     FiLM,
-    L1RegressionActionHead,
     Projector,
     ProprioProjector,
     actions_to_token_ids,
+    make_action_head,
     token_ids_to_actions,
 )
 from policies.openvla.vision import VisionBackbone
@@ -78,7 +78,7 @@ class VLA(nn.Module):
 
     Submodules (names = OpenVLA checkpoint prefixes): ``vision_backbone``, ``projector``, ``language_model``
     (``LlamaForCausalLM``), and the heads ``proprio_projector`` (proprio_dim > 0), ``action_head`` (l1 head),
-    ``film`` (use_film).
+    ``film`` (use_film); the flow head (``action_head="flow"``) lives in ``action_head`` too.
 
     Args:
         config: the architecture.
@@ -97,13 +97,7 @@ class VLA(nn.Module):
             self.projector = Projector(config.vision_dim, d, config.projector_kind == "fused-gelu-mlp")
             self.language_model = LlamaForCausalLM(llama_config(config))
         self.proprio_projector = ProprioProjector(config.proprio_dim, d) if config.proprio_dim > 0 else None
-        self.action_head = (
-            L1RegressionActionHead(
-                d, config.head_hidden, config.action_dim, config.chunk_size, config.action_head_blocks
-            )
-            if config.action_head == "l1"
-            else None
-        )
+        self.action_head = make_action_head(config)
         self.film = None
         if config.use_film:
             self.film = FiLM(
@@ -264,6 +258,7 @@ class VLA(nn.Module):
 
         Returns:
             ``actions_pred`` (B, H, A) float32 normalized; with ``actions`` also ``loss`` (L1 for the l1 head,
+            flow matching's velocity MSE for the flow head,
             next-token cross entropy over action tokens for the tokens head), ``curr_action_l1`` (step 0) and
             ``future_actions_l1`` (steps 1..H-1), both on float32 normalized values (decoded bins for tokens).
 
@@ -283,6 +278,8 @@ class VLA(nn.Module):
             if actions is not None:
                 err = (pred.float() - actions.float()).abs()
                 out["loss"] = _masked_mean(err, step_mask)
+        elif cfg.action_head == "flow":
+            out.update(self._flow_forward(pixel_values, input_ids, attention_mask, proprio, actions, step_mask))
         else:
             out.update(self._token_forward(pixel_values, input_ids, attention_mask, proprio, actions, step_mask))
         if actions is not None:
@@ -297,6 +294,15 @@ class VLA(nn.Module):
         if action_is_pad.shape != (b, self.config.chunk_size):
             raise ValueError(f"action_is_pad must be (B, {self.config.chunk_size}), got {tuple(action_is_pad.shape)}")
         return ~action_is_pad.to(device=device, dtype=torch.bool)
+
+    def _flow_forward(self, pixel_values, input_ids, attention_mask, proprio, actions, step_mask) -> dict:
+        """Flow head: the flow-matching loss; ``actions_pred`` is the one-step estimate while training and the
+        K-step sample in eval mode (validation metrics measure what inference does)."""
+        hidden = self.action_hidden_states(pixel_values, input_ids, attention_mask, proprio)
+        if actions is None:
+            return {"actions_pred": self.action_head.sample(hidden)}
+        loss, estimate = self.action_head.loss(hidden, actions, step_mask)
+        return {"loss": loss, "actions_pred": estimate if self.training else self.action_head.sample(hidden)}
 
     def _token_forward(self, pixel_values, input_ids, attention_mask, proprio, actions, step_mask) -> dict:
         cfg = self.config
@@ -353,6 +359,8 @@ class VLA(nn.Module):
         if cfg.action_head == "l1":
             hidden = self.action_hidden_states(pixel_values, input_ids, attention_mask, proprio)
             return self.action_head(hidden).float()
+        if cfg.action_head == "flow":
+            return self.action_head.sample(self.action_hidden_states(pixel_values, input_ids, attention_mask, proprio))
         if cfg.token_decoding == "parallel":
             hidden = self.action_hidden_states(pixel_values, input_ids, attention_mask, proprio)
             return self._decode(self._pick(self.language_model.lm_head(hidden).float(), restrict=True))

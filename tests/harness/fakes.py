@@ -201,9 +201,67 @@ def make_counting_policy(**kwargs) -> CountingPolicy:
     return CountingPolicy(**kwargs)
 
 
+def make_pid_bound_policy(driver_pid: int, **kwargs) -> GoalPolicy:
+    """A GoalPolicy that can be built only in the process ``driver_pid`` (elsewhere: RuntimeError), to test how a
+    worker or actor that cannot build its policy is reported."""
+    import os
+
+    if os.getpid() != driver_pid:
+        raise RuntimeError(f"injected: this policy cannot be built outside process {driver_pid}")
+    return GoalPolicy(**kwargs)
+
+
+def make_slower_fake_env(task: str, **kwargs) -> FakeEnv:
+    """FakeEnv whose steps take 50 ms (kill tests that must catch a run of few episodes in the middle)."""
+    return FakeEnv(task, step_sleep=0.05, **kwargs)
+
+
 def make_slow_fake_env(task: str, **kwargs) -> FakeEnv:
     """FakeEnv whose steps take 10 ms (for `vla bench --env-factory fakes:make_slow_fake_env` kill tests)."""
     return FakeEnv(task, step_sleep=0.01, **kwargs)
+
+
+class DyingFakeEnv(FakeEnv):
+    """FakeEnv whose episode of ``die_seed`` misbehaves at step 2 on its first ``times`` attempts (attempts are
+    counted as files in ``marker_dir``, shared across processes): ``mode="sigkill"`` kills its own process,
+    ``mode="stall"`` sleeps ``stall_s`` (so a test can kill the process from outside while the item runs).
+    ``die_task`` limits this to one task (default: every task)."""
+
+    def __init__(
+        self,
+        task: str,
+        die_seed: int,
+        marker_dir: str,
+        times: int = 1,
+        mode: str = "sigkill",
+        stall_s: float = 60.0,
+        die_task: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(task, **kwargs)
+        self.die_seed, self.marker_dir, self.times, self.mode, self.stall_s = die_seed, marker_dir, times, mode, stall_s
+        self.die_task = die_task
+
+    def step(self, action: np.ndarray):
+        if self.t == 1 and self.die_seed in self.seeds and self.die_task in (None, self.task):
+            import os
+            import signal
+            from pathlib import Path
+
+            folder = Path(self.marker_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            attempt = len(list(folder.glob("attempt-*"))) + 1
+            (folder / f"attempt-{attempt}").write_text(str(os.getpid()))
+            if attempt <= self.times:
+                if self.mode == "sigkill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                time.sleep(self.stall_s)
+        return super().step(action)
+
+
+def make_dying_fake_env(task: str, **kwargs) -> DyingFakeEnv:
+    """Env factory of :class:`DyingFakeEnv` (bind die_seed, marker_dir, times, mode with functools.partial)."""
+    return DyingFakeEnv(task, **kwargs)
 
 
 class _FlakyStep:

@@ -34,7 +34,7 @@ def test_bench_config_validation(tmp_path: Path) -> None:
         (dict(), "give --benchmark NAME, or both --tasks and --seeds"),
         (dict(tasks=("all",)), "both --tasks and --seeds"),
         (dict(benchmark="smoke", seeds="0:2"), "drop --tasks/--seeds"),
-        (dict(benchmark="smoke", workers=0), "workers must be >= 1, got 0"),
+        (dict(benchmark="smoke", workers=0), "workers must be >= 1 \\(0 only with --executor ray\\), got 0"),
         (dict(benchmark="smoke", fail_under=95.0), r"fail_under must be a fraction in \[0, 1\]"),
         (dict(benchmark="smoke", n_action_steps=2, temporal_ensemble_coeff=0.01), "n_action_steps must be 1"),
         (dict(benchmark="smoke", num_envs=4, workers=2), "workers must be 1"),

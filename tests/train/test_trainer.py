@@ -40,8 +40,9 @@ def _tensors(directory: Path) -> dict[str, torch.Tensor]:
     [
         dict(finetune="full"),
         dict(finetune="lora", lora_rank=4, grad_accum=2, num_workers=1, mixed_precision="bf16", val_episodes=(2,)),
+        dict(finetune="full", action_head="flow", flow_steps=2, val_episodes=(2,)),  # its noise must resume too
     ],
-    ids=["full-fp32", "lora-bf16-accum2-worker"],
+    ids=["full-fp32", "lora-bf16-accum2-worker", "flow-head"],
 )
 def test_two_steps_then_resume_equals_uninterrupted(tmp_path, data3, variant):
     a = _quiet_train(micro_config(data3, tmp_path / "a", **variant))

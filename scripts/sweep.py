@@ -1,0 +1,223 @@
+"""``vla sweep SPEC.yaml --out DIR [--resume]``: train and benchmark every variant of a sweep spec
+(``scripts.sweep_spec``) one after another, with the same `vla` commands a user would type, then write the report
+(``scripts.sweep_report``).
+
+Per variant, in OUT/variants/NAME/: ``recipe.yaml`` (the merged training recipe) -> ``vla train --config
+recipe.yaml --data DATA --out run`` -> ``bench.yaml`` -> ``vla bench --config bench.yaml`` (policy
+``checkpoint:run/checkpoints/last``, out ``bench``). OUT/sweep.json holds the state: the spec's digest, and per
+variant whether training and the benchmark finished and the training wall time (seconds of every attempt; an
+attempt cut by a kill is counted up to its last logged step from the run's metrics.jsonl).
+
+Resumable at the step level: ``--resume`` skips finished variants, continues a cut training from its newest
+complete checkpoint (``vla train --resume``) and a cut benchmark from its last episode (``vla bench
+--resume``). A resumed sweep must have the same spec digest. Child commands die with the sweep (Linux
+``PR_SET_PDEATHSIG``), so a killed sweep leaves no training running that would hold the run folder's lock.
+OUT is locked for the whole sweep (one sweep per folder).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common.files import write_json_atomic, write_text_atomic
+from scripts.sweep_spec import SweepConfig, SweepSpec, load_sweep
+
+STATE_FILE = "sweep.json"
+VLA = [sys.executable, "-m", "scripts.cli"]
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when this process dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))
+    except (OSError, AttributeError):
+        pass
+
+
+def run_command(cmd: list[str], dry_run: bool = False) -> float:
+    """Print ``cmd`` as the user would type it and run it (output streams through); returns its wall seconds.
+
+    Raises:
+        subprocess.CalledProcessError: the command failed.
+    """
+    shown = ["vla", *cmd[len(VLA) :]] if cmd[: len(VLA)] == VLA else cmd
+    print(f"\n$ {shlex.join(shown)}", flush=True)
+    if dry_run:
+        return 0.0
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, preexec_fn=_die_with_parent)
+    return time.perf_counter() - start
+
+
+def _yaml(path: Path, data: dict[str, Any]) -> None:
+    import yaml
+
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def trained_step(run_dir: Path) -> int | None:
+    """The step of ``run_dir``'s newest checkpoint (``checkpoints/last/config.json``), or None."""
+    config = run_dir / "checkpoints" / "last" / "config.json"
+    return json.loads(config.read_text())["step"] if config.exists() else None
+
+
+def _last_logged_time(run_dir: Path) -> float | None:
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        return None
+    times = []
+    for line in metrics.read_text().splitlines():
+        try:
+            times.append(float(json.loads(line)["time"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line of a killed run
+    return max(times) if times else None
+
+
+class Sweep:
+    """One sweep in OUT (state in OUT/sweep.json); :meth:`run` runs the variants, then the report."""
+
+    def __init__(self, cfg: SweepConfig, spec: SweepSpec):
+        self.cfg, self.spec, self.out = cfg, spec, cfg.out
+        self.state_path = self.out / STATE_FILE
+        self.state: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------------------ state
+    def load_state(self) -> None:
+        """Start or continue OUT's state. Raises ValueError: OUT holds a sweep and --resume was not given, or it
+        holds another spec's sweep."""
+        fresh = {"name": self.spec.name, "spec": str(self.spec.path), "digest": self.spec.digest(), "variants": {}}
+        if self.state_path.exists():
+            old = json.loads(self.state_path.read_text())
+            if not self.cfg.resume:
+                raise ValueError(f"{self.state_path} already exists: pass --resume to continue that sweep")
+            if old.get("digest") != fresh["digest"]:
+                raise ValueError(
+                    f"--resume: {self.state_path} was written for another spec (digest {old.get('digest', '?')[:12]} "
+                    f"vs {fresh['digest'][:12]} of {self.spec.path}): choose a new --out"
+                )
+            self.state = old
+        else:
+            self.state = fresh
+        for name in self.spec.variants:
+            self.state["variants"].setdefault(
+                name, {"trained": False, "benched": False, "train_s": 0.0, "bench_s": 0.0, "attempt_started": None}
+            )
+        self.save()
+
+    def save(self) -> None:
+        if not self.cfg.dry_run:
+            write_json_atomic(self.state_path, self.state)
+
+    # ------------------------------------------------------------------------------------------ steps
+    def record_demos(self) -> None:
+        demos = self.spec.demos
+        if not demos:
+            return
+        print(f"== record demos into {self.spec.data}")
+        args = [*VLA, "demos", "--out", self.spec.data, *flags(demos)]
+        run_command(args + ([] if self.cfg.progress else ["--no-progress"]), self.cfg.dry_run)
+
+    def train(self, name: str) -> None:
+        folder = self.out / "variants" / name
+        state = self.state["variants"][name]
+        recipe = self.spec.variants[name]["train"]
+        run_dir = folder / "run"
+        steps = int(recipe.get("steps", 0)) or None
+        done = trained_step(run_dir)
+        if state["trained"] and (steps is None or done == steps):
+            print(f"== {name}: trained (step {done}), skipped")
+            return
+        if state["attempt_started"] is not None:  # the last attempt was killed: count it up to its last log
+            last = _last_logged_time(run_dir)
+            if last is not None and last > state["attempt_started"]:
+                state["train_s"] += last - state["attempt_started"]
+        _yaml(folder / "recipe.yaml", recipe) if not self.cfg.dry_run else None
+        cmd = [*VLA, "train", "--config", str(folder / "recipe.yaml"), "--data", self.spec.data, "--out", str(run_dir)]
+        cmd += ["--resume"] if run_dir.exists() else []
+        cmd += [] if self.cfg.progress else ["--no-progress"]
+        state["attempt_started"] = time.time()
+        self.save()
+        print(f"== {name}: train")
+        state["train_s"] += run_command(cmd, self.cfg.dry_run)
+        state.update(trained=True, attempt_started=None, step=trained_step(run_dir))
+        self.save()
+
+    def bench(self, name: str) -> None:
+        folder = self.out / "variants" / name
+        state = self.state["variants"][name]
+        out = folder / "bench"
+        if state["benched"] and (out / "results.json").exists():
+            print(f"== {name}: benchmarked, skipped")
+            return
+        flags_ = {
+            **self.spec.variants[name]["bench"],
+            "policy": f"checkpoint:{folder / 'run' / 'checkpoints' / 'last'}",
+        }
+        flags_.update(out=str(out), resume=(out / "episodes.jsonl").exists(), progress=self.cfg.progress)
+        _yaml(folder / "bench.yaml", flags_) if not self.cfg.dry_run else None
+        print(f"== {name}: benchmark")
+        state["bench_s"] += run_command([*VLA, "bench", "--config", str(folder / "bench.yaml")], self.cfg.dry_run)
+        state["benched"] = True
+        self.save()
+        run_command([*VLA, "gallery", str(out)], self.cfg.dry_run)
+
+    def run(self) -> int:
+        from scripts.sweep_report import write_report
+
+        self.load_state()
+        self.record_demos()
+        chosen = [n for n in self.spec.variants if not self.cfg.only or n in self.cfg.only]
+        for i, name in enumerate(chosen, 1):
+            print(f"\n=== variant {i}/{len(chosen)}: {name}")
+            self.train(name)
+            self.bench(name)
+        if self.cfg.dry_run:
+            return 0
+        report = write_report(self.spec, self.state, self.out)
+        print(f"\nreport: {self.out / 'report.md'} (gallery: {self.out / 'index.html'})")
+        print(report["summary"])
+        return 0
+
+
+def flags(mapping: dict[str, Any]) -> list[str]:
+    """``{"episodes": 10, "cameras": ["head"], "progress": False}`` -> ``--episodes 10 --cameras head
+    --no-progress`` (the flat flag names of a `vla` command)."""
+    out: list[str] = []
+    for key, value in mapping.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{key.replace('_', '-')}")
+        elif isinstance(value, (list, tuple)):
+            out += [flag, *(str(v) for v in value)]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def run_sweep(cfg: SweepConfig) -> int:
+    """Body of ``vla sweep``. Raises: ValueError / FileNotFoundError (a bad spec, a resume mismatch),
+    RunLockedError (another sweep uses OUT), subprocess.CalledProcessError (a step failed: rerun with --resume)."""
+    from common.locks import RunFolder
+
+    spec = load_sweep(cfg.spec)
+    if cfg.only:
+        unknown = sorted(set(cfg.only) - set(spec.variants))
+        if unknown:
+            raise ValueError(f"--only: unknown variants {unknown}; variants of {cfg.spec}: {list(spec.variants)}")
+    if cfg.dry_run:
+        return Sweep(cfg, spec).run()
+    with RunFolder(cfg.out, "vla sweep") as folder:
+        folder.keep_partial()  # the state and every variant's folder are meant to survive an interruption
+        return Sweep(cfg, spec).run()
