@@ -47,14 +47,18 @@ def run_command(cmd: list[str], dry_run: bool = False) -> float:
     """Print ``cmd`` as the user would type it and run it (output streams through); returns its wall seconds.
 
     Raises:
-        subprocess.CalledProcessError: the command failed.
+        RuntimeError: the command failed (its own output says why; the message names it).
     """
     shown = ["vla", *cmd[len(VLA) :]] if cmd[: len(VLA)] == VLA else cmd
     print(f"\n$ {shlex.join(shown)}", flush=True)
     if dry_run:
         return 0.0
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, preexec_fn=_die_with_parent)
+    done = subprocess.run(cmd, preexec_fn=_die_with_parent)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"`{shlex.join(shown)}` failed (exit code {done.returncode}); fix it and rerun with --resume"
+        )
     return time.perf_counter() - start
 
 
@@ -208,7 +212,7 @@ def flags(mapping: dict[str, Any]) -> list[str]:
 
 def run_sweep(cfg: SweepConfig) -> int:
     """Body of ``vla sweep``. Raises: ValueError / FileNotFoundError (a bad spec, a resume mismatch),
-    RunLockedError (another sweep uses OUT), subprocess.CalledProcessError (a step failed: rerun with --resume)."""
+    RunLockedError (another sweep uses OUT), RuntimeError (a step failed: rerun with --resume)."""
     from common.locks import RunFolder
 
     spec = load_sweep(cfg.spec)

@@ -7,15 +7,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from bench_fixtures import FAKE_TASKS
+from bench_fixtures import FAKE_TASKS, run_and_sigkill, vla_bench_argv
 from fakes import make_dying_fake_env, make_pid_bound_policy
 
 import harness.ray_executor as ray_executor
@@ -154,58 +152,16 @@ def test_ray_flags_are_checked(tmp_path: Path) -> None:
 
 
 def _bench_cmd(out: Path, resume: bool) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "scripts.cli",
-        "bench",
-        "--policy",
-        "random",
-        "--tasks",
-        ",".join(FAKE_TASKS),
-        "--seeds",
-        "0:4",
-        "--out",
-        str(out),
-        "--env-factory",
-        "fakes:make_slower_fake_env",
-        "--video",
-        "none",
-        "--max-episode-steps",
-        "25",
-        "--no-progress",
-        "--executor",
-        "ray",
-        "--workers",
-        "2",
-    ]
+    cmd = vla_bench_argv(out, "random", ",".join(FAKE_TASKS), "0:4", "--env-factory", "fakes:make_slower_fake_env")
+    cmd += ["--max-episode-steps", "25", "--executor", "ray", "--workers", "2"]
     return cmd + (["--resume"] if resume else [])
-
-
-def _lines(path: Path) -> int:
-    return path.read_text().count("\n") if path.exists() else 0
 
 
 def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     out = tmp_path / "o"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO)])}
-    proc = subprocess.Popen(
-        _bench_cmd(out, False),
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
     episodes = out / "episodes.jsonl"
-    deadline = time.monotonic() + 120
-    while _lines(episodes) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, f"bench ended before the kill: {proc.stderr.read().decode()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    killed_at = _lines(episodes)
+    killed_at = run_and_sigkill(_bench_cmd(out, False), out, 2, env)
     assert 2 <= killed_at < 8, f"{killed_at} episodes were done at the kill"
     first = episodes.read_text().splitlines()[:killed_at]
     done = subprocess.run(_bench_cmd(out, True), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -8,13 +8,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from bench_fixtures import vla_bench_argv
 from fakes import make_flaky_maniskill_env
 
 from harness.bench import run_bench
@@ -105,25 +105,7 @@ def test_rendered_episode_with_video(tmp_path: Path) -> None:
 
 def test_sigkill_and_resume_with_vla_bench(tmp_path: Path) -> None:
     out = tmp_path / "o"
-    cmd = [
-        sys.executable,
-        "-m",
-        "scripts.cli",
-        "bench",
-        "--policy",
-        "scripted",
-        "--tasks",
-        TASK,
-        "--seeds",
-        "0:10",
-        "--out",
-        str(out),
-        "--video",
-        "none",
-        "--max-episode-steps",
-        "70",
-        "--no-progress",
-    ]
+    cmd = vla_bench_argv(out, "scripted", TASK, "0:10", "--max-episode-steps", "70")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path, deadline = out / "episodes.jsonl", time.monotonic() + 180
     while (not path.exists() or path.read_text().count("\n") < 3) and time.monotonic() < deadline:

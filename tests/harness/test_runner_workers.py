@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from bench_fixtures import FAKE_TASKS
+from bench_fixtures import FAKE_TASKS, episode_lines, run_and_sigkill, vla_bench_argv
 from fakes import make_forgetful_policy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,52 +53,17 @@ def test_episode_timeout_kills_and_replaces_the_worker(tmp_path: Path, run_fake)
 
 
 def _bench_cmd(out: Path, workers: int, resume: bool) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "scripts.cli",
-        "bench",
-        "--policy",
-        "random",
-        "--tasks",
-        ",".join(FAKE_TASKS),
-        "--seeds",
-        "0:10",
-        "--out",
-        str(out),
-        "--env-factory",
-        "fakes:make_slow_fake_env",
-        "--video",
-        "none",
-        "--max-episode-steps",
-        "25",
-        "--no-progress",
-        "--workers",
-        str(workers),
-    ]
+    cmd = vla_bench_argv(out, "random", ",".join(FAKE_TASKS), "0:10", "--env-factory", "fakes:make_slow_fake_env")
+    cmd += ["--max-episode-steps", "25", "--workers", str(workers)]
     return cmd + (["--resume"] if resume else [])
-
-
-def _lines(path: Path) -> int:
-    return path.read_text().count("\n") if path.exists() else 0
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path, workers: int) -> None:
     out = tmp_path / "o"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO)])}
-    proc = subprocess.Popen(
-        _bench_cmd(out, workers, False), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
     episodes = out / "episodes.jsonl"
-    deadline = time.monotonic() + 120
-    while _lines(episodes) < 4 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, f"bench ended before the kill: {proc.stderr.read().decode()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    killed_at = _lines(episodes)
+    killed_at = run_and_sigkill(_bench_cmd(out, workers, False), out, 4, env)
     assert 4 <= killed_at < 20, f"{killed_at} episodes were done at the kill"
     first = [json.loads(line) for line in episodes.read_text().splitlines()[:killed_at]]
     done = subprocess.run(
@@ -151,7 +115,7 @@ def test_two_benches_on_one_folder_one_runs_the_other_stops_at_once(tmp_path: Pa
     procs = {"a": start(False)}
     if second == "resume while running":
         deadline = time.monotonic() + 120
-        while _lines(out / "episodes.jsonl") < 2 and time.monotonic() < deadline:
+        while episode_lines(out / "episodes.jsonl") < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
     procs["b"] = start(second != "at once")
     done = _wait_both(procs)

@@ -50,6 +50,10 @@ CASES = [
      "benchmark spec file path/missing.yaml does not exist"),
     ("disk full while writing a checkpoint", "train --config {tmp}/micro.yaml --steps 2", "disk full",
      "no space left on device while writing"),
+    ("`--ray-address` without `--executor ray`", f"bench --policy scripted --tasks {T} --seeds 0 --out {{tmp}}/o "
+     "--ray-address auto", None, "--ray-address and --ray-num-gpus need --executor ray"),
+    ("a sweep spec whose baseline is not a variant", "sweep {tmp}/spec.yaml --out {tmp}/s", "bad sweep",
+     "{tmp}/spec.yaml: baseline 'nope' is not a variant; variants: ['a', 'b']"),
 ]  # fmt: skip
 
 
@@ -60,6 +64,11 @@ def _setup(kind: str | None, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None
         (tmp / "file").write_text("not a folder")
     elif kind == "bad yaml":
         (tmp / "bad.yaml").write_text("steps: [1, 2\n")
+    elif kind == "bad sweep":
+        (tmp / "recipe.yaml").write_text("steps: 2\n")
+        (tmp / "spec.yaml").write_text(
+            "name: s\nrecipe: recipe.yaml\ndata: d\nbench: {}\nbaseline: nope\nvariants: {a: {}, b: {}}\n"
+        )
     elif kind == "bench run":
         with pytest.raises(SystemExit) as done:
             main(["bench", "--policy", "random", "--tasks", T, "--seeds", "0:2", "--out", str(tmp / "b"), *FAKE])
