@@ -70,6 +70,10 @@ def _paired(out: Path, baseline: str, name: str) -> dict[str, Any]:
     }
 
 
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f} ms"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f} %"
 
@@ -131,7 +135,7 @@ def _markdown(spec: SweepSpec, rows: list[dict], summary: str) -> str:
         lines.append(
             f"| {r['variant']} | {r['successes']}/{r['episodes']} = {_pct(r['success_rate'])} | "
             f"[{_pct(lo)}, {_pct(hi)}] | {diff} | {p} | {r['train_s'] / 60:.1f} min | {r['total_params']:,} | "
-            f"{r['trainable_params']:,} | {r['inference_ms_p50']} ms |"
+            f"{r['trainable_params']:,} | {_ms(r['inference_ms_p50'])} |"
         )
     lines += ["", "Commands (per variant):", ""]
     for r in rows:
