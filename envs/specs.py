@@ -124,24 +124,6 @@ TASKS: dict[str, TaskSpec] = {
             source="vla",
             expert="envs.experts.bimanual:PlaceShoeExpert",
         ),
-        TaskSpec(
-            name="DualArmPickColorCube-v1",
-            env_id="DualArmPickColorCube-v1",
-            max_episode_steps=100,
-            description="A red and a blue cube, one on each side; the arm on the side of the cube the instruction "
-            "names lifts it 8 cm while the other stays on the table (only the instruction says which).",
-            seen=(
-                "lift the {color} cube",
-                "pick up the {color} cube",
-                "raise the {color} block off the table",
-            ),
-            unseen=(
-                "grab the {color} box and hold it up",
-                "take the {color} one and lift it",
-            ),
-            source="vla",
-            expert="envs.experts.bimanual:PickColorCubeExpert",
-        ),
     )
 }
 
