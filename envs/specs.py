@@ -25,6 +25,9 @@ class TaskSpec:
         unseen: held-out paraphrases for language generalization tests.
         source: "maniskill" (stock scene and success) or "vla" (built here from ManiSkill primitives).
         expert: ``module:Class`` of the task's scripted expert (``envs.experts.make_expert`` builds it).
+        goals: for language-grounding tasks, the goals an instruction can name; ``env.reset(options={"goal": g})``
+            fixes one (counterfactual runs), and ``info["other_goal"]`` reports that a goal other than the
+            instructed one was reached. Empty for tasks with one goal.
 
     This table is the one place a task is defined: the task classes register ``env_id`` with ManiSkill through
     ``envs.tasks.common.register_task``, which reads the id and the step limit from here.
@@ -38,6 +41,7 @@ class TaskSpec:
     unseen: tuple[str, ...]
     source: str
     expert: str
+    goals: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.seen or not self.unseen:
@@ -123,6 +127,25 @@ TASKS: dict[str, TaskSpec] = {
             ),
             source="vla",
             expert="envs.experts.bimanual:PlaceShoeExpert",
+        ),
+        TaskSpec(
+            name="DualArmPickColorCube-v1",
+            env_id="DualArmPickColorCube-v1",
+            max_episode_steps=100,
+            description="A red and a blue cube, one on each side; the arm on the side of the cube the instruction "
+            "names lifts it 8 cm while the other stays on the table (only the instruction says which).",
+            seen=(
+                "lift the {color} cube",
+                "pick up the {color} cube",
+                "raise the {color} block off the table",
+            ),
+            unseen=(
+                "grab the {color} box and hold it up",
+                "take the {color} one and lift it",
+            ),
+            source="vla",
+            expert="envs.experts.bimanual:PickColorCubeExpert",
+            goals=("red", "blue"),
         ),
     )
 }

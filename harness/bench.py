@@ -38,6 +38,7 @@ from harness.records import (
     rewrite_records,
 )
 from harness.rollout import RunSettings
+from harness.variants import expand, parse_label, variant_blocks
 from policies.base import EnvMetadata, check_compatible, make_policy
 
 RUN_CONFIG_FILE = "run_config.json"
@@ -50,6 +51,7 @@ _OUTCOME_FIELDS = (
     "n_action_steps",
     "temporal_ensemble_coeff",
     "instruction_split",
+    "counterfactual",
     "num_envs",
     "sim_backend",
     "visual_quality",
@@ -92,6 +94,9 @@ def resolve(
         steps = {t: get_task(t).max_episode_steps for t in tasks}
     if cfg.max_episode_steps is not None:
         steps = {t: cfg.max_episode_steps for t in tasks}
+    variants = expand(tasks, cfg.instruction_split, cfg.counterfactual)
+    labels = [v.label for v in variants]
+    steps = {v.label: steps[v.task] for v in variants}
     video_cams: tuple[str, ...] = ()
     if cfg.video != "none":
         video_cams = cfg.video_cameras or tuple(meta.cameras) or (spec.video_cameras if spec else ()) or ("head",)
@@ -135,6 +140,7 @@ def resolve(
         "n_action_steps": cfg.n_action_steps,
         "temporal_ensemble_coeff": cfg.temporal_ensemble_coeff,
         "instruction_split": cfg.instruction_split,
+        "counterfactual": cfg.counterfactual,
         "num_envs": cfg.num_envs,
         "sim_backend": cfg.sim_backend,
         "visual_quality": cfg.visual_quality,
@@ -142,10 +148,11 @@ def resolve(
         "video_stride": cfg.video_stride,
         "video_cameras": list(video_cams),
         "tasks": list(tasks),
+        "variants": labels,
         "seeds": seeds,
         _WEIGHTS_FIELD: meta.weights_digest,
     }
-    return ResolvedRun({t: list(seeds) for t in tasks}, settings, outcome)
+    return ResolvedRun({label: list(seeds) for label in labels}, settings, outcome)
 
 
 def check_before_run(meta: Any, run: ResolvedRun, local: bool = True) -> None:
@@ -160,7 +167,7 @@ def check_before_run(meta: Any, run: ResolvedRun, local: bool = True) -> None:
             f"{run.settings.visual_quality!r}: expect lower success (pass --visual-quality {trained[0]})",
             stacklevel=2,
         )
-    for task in run.seeds:
+    for task in dict.fromkeys(parse_label(label).task for label in run.seeds):
         check_compatible(meta, EnvMetadata(task=task, cameras=run.settings.cameras, image_size=run.settings.image_size))
     if local and run.settings.num_envs > 1 and getattr(run.settings.env_factory, "__module__", "") == "envs.wrapper":
         import torch
@@ -270,6 +277,7 @@ def build_results(
         "config": config,
         "seeds": run.seeds,
         **aggregate(records, list(run.seeds)),
+        **variant_blocks(records, cfg.instruction_split),
         "throughput": throughput,
         "provenance": provenance,
     }

@@ -106,8 +106,10 @@ class BenchConfig:
     """Arm meshes the cameras see: fast (low-poly, 8-12x cheaper CPU frames, same physics) or full (stock)."""
     image_size: int | None = None
     """Rendered image side in px (default: the policy's image size, else the benchmark's, else 128)."""
-    instruction_split: Literal["seen", "unseen"] = "seen"
-    """Instruction templates: seen (training) or unseen (held-out paraphrases)."""
+    instruction_split: Literal["seen", "unseen", "both"] = "seen"
+    """Instruction templates: seen (training), unseen (held-out paraphrases) or both (each seed once per split)."""
+    counterfactual: bool = False
+    """Grounding tasks: run each seed once per goal, instructed accordingly (scores did-as-told vs other goal)."""
     episode_timeout: float | None = None
     """Wall-clock limit per episode in seconds; an episode over it is killed and recorded as `timeout`."""
     num_envs: int = 1

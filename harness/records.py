@@ -5,12 +5,15 @@ episodes.jsonl -- one JSON object per line (keys sorted), appended, flushed and 
 
     {"schema_version": 1, "task": str, "seed": int, "status": "ok" | "error" | "timeout",
      "success_once": bool | null, "success_at_end": bool | null, "episode_len": int, "policy_calls": int,
-     "instruction": str, "error": str | null, "video": "videos/<name>.mp4" | null, "video_error": str | null,
+     "instruction": str, "other_goal": bool | null, "error": str | null, "video": "videos/<name>.mp4" | null,
+     "video_error": str | null,
      "timing_ms": {"observation" | "inference" | "simulation": {"mean", "p50", "p90", "p99", "n"}},
      "wall_s": float, "worker": int, "finished_at": ISO-8601 str}
 
     success_once: the task's success signal was true at some step; success_at_end: true at the last step; both
-    null unless status is ok. Episode identity is (task, seed).
+    null unless status is ok. other_goal (grounding tasks only): a goal other than the instructed one was reached
+    at some step. Episode identity is (task, seed); ``task`` is a task-variant label (``harness.variants``: e.g.
+    ``TASK@unseen``, ``TASK@goal-red``) in runs with --instruction-split both or --counterfactual.
 
 One reading rule, for every reader (resume, results, gallery, compare): every record is written with its newline,
 so a LAST line that lacks it or does not parse is a write cut short by a kill -- it is ignored (and reported), and
@@ -70,6 +73,7 @@ class EpisodeRecord:
     episode_len: int
     policy_calls: int = 0
     instruction: str = ""
+    other_goal: bool | None = None
     error: str | None = None
     video: str | None = None
     video_error: str | None = None
@@ -134,6 +138,7 @@ class EpisodeRecord:
             episode_len=length,
             policy_calls=_expect(obj, "policy_calls", (int,), where, required=False) or 0,
             instruction=_expect(obj, "instruction", (str,), where, required=False) or "",
+            other_goal=_expect(obj, "other_goal", (bool,), where, required=False),
             error=_expect(obj, "error", (str,), where, required=False),
             video=_expect(obj, "video", (str,), where, required=False),
             video_error=_expect(obj, "video_error", (str,), where, required=False),

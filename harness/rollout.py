@@ -29,6 +29,7 @@ import numpy as np
 
 from harness.metrics import timing_summary
 from harness.records import TIMING_KINDS, EpisodeRecord
+from harness.variants import parse_label
 from harness.video import EpisodeFrames, OverlayInfo, video_name
 from policies.base import Observation
 
@@ -108,6 +109,7 @@ class _Episode:
     calls: int = 0
     first_success: int | None = None
     success_at_end: bool = False
+    other_goal: bool | None = None
     active: bool = True
     status: str = "ok"
     error: str | None = None
@@ -152,6 +154,7 @@ def _step_all(env, policy, executor, eps: list[_Episode], settings: RunSettings,
         obs, _, _, truncated, info = env.step(action)
         sim_s, obs_s = _env_timing(env, time.perf_counter() - t0)
         success = np.asarray(info["success"]).reshape(-1)
+        other = np.asarray(info["other_goal"]).reshape(-1) if "other_goal" in info else None
         for i, ep in enumerate(eps):
             if not ep.active:
                 continue
@@ -160,6 +163,8 @@ def _step_all(env, policy, executor, eps: list[_Episode], settings: RunSettings,
                 ep.calls += 1
                 ep.timings["inference"].append(inference_s)
             ep.success_at_end = bool(success[i])
+            if other is not None:
+                ep.other_goal = bool(ep.other_goal) or bool(other[i])
             if ep.success_at_end and ep.first_success is None:
                 ep.first_success = t
             done_after_success = (
@@ -199,10 +204,11 @@ def rollout(
         policy.reset()
         set_episode = getattr(policy, "set_episode", None)
         if callable(set_episode):
-            set_episode(task=task, seeds=padded)
+            set_episode(task=parse_label(task).task, seeds=padded)
         executor.reset()
         t0 = time.perf_counter()
-        obs, _ = env.reset(seed=padded if num_envs > 1 else padded[0])
+        options = parse_label(task).reset_options
+        obs, _ = env.reset(seed=padded if num_envs > 1 else padded[0], **({"options": options} if options else {}))
         sim_s, obs_s = _env_timing(env, time.perf_counter() - t0)
         rendered_before = _render_s(env)
         for i, ep in enumerate(eps):
@@ -235,6 +241,7 @@ def _result(ep: _Episode, task: str, wall_s: float, worker: int) -> EpisodeResul
         episode_len=ep.length,
         policy_calls=ep.calls,
         instruction=ep.instruction,
+        other_goal=ep.other_goal if ok else None,
         error=ep.error,
         timing_ms={k: timing_summary(v) for k, v in ep.timings.items()},
         wall_s=round(wall_s, 4),

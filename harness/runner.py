@@ -26,10 +26,17 @@ from typing import Any
 from harness.chunking import ChunkExecutor
 from harness.records import EpisodeRecord
 from harness.rollout import EpisodeResult, RunSettings, attach_video_name, rollout, wants_video
+from harness.variants import parse_label
 from harness.video import VideoWriter
 from policies.base import EnvMetadata, check_compatible
 
 WorkItem = tuple[str, tuple[int, ...]]
+
+
+def _env_key(label: str) -> str:
+    """The env a task-variant label runs in: its label without the goal part (goals are reset options)."""
+    variant = parse_label(label)
+    return variant.label if variant.goal is None else dataclasses.replace(variant, goal=None).label
 
 
 def env_metadata(env: Any) -> EnvMetadata:
@@ -68,15 +75,18 @@ class EpisodeRunner:
         self._pending: list[tuple[EpisodeRecord, concurrent.futures.Future | None]] = []
 
     def env_for(self, task: str) -> Any:
-        """The env of ``task`` (built on first use and checked against the policy: PolicyMismatchError)."""
-        if task not in self.envs:
+        """The env of ``task`` (a task-variant label, ``harness.variants``; variants that differ only in their goal
+        share one env) built on first use and checked against the policy (PolicyMismatchError)."""
+        key = _env_key(task)
+        if key not in self.envs:
             s = self.settings
+            variant = parse_label(task)
             env = s.env_factory(
-                task,
+                variant.task,
                 cameras=s.cameras,
                 image_size=s.image_size,
                 num_envs=s.num_envs,
-                instruction_split=s.instruction_split,
+                instruction_split=variant.split or s.instruction_split,
                 max_episode_steps=s.max_episode_steps[task],
                 sim_backend=s.sim_backend,
                 render_backend=s.render_backend,
@@ -87,17 +97,18 @@ class EpisodeRunner:
             except BaseException:
                 _close_quietly(env)
                 raise
-            self.envs[task] = env
-        return self.envs[task]
+            self.envs[key] = env
+        return self.envs[key]
 
     def run_item(self, task: str, seeds: Sequence[int]) -> list[EpisodeRecord]:
         """Run one item; return the records of the PREVIOUS item (their videos now written).
 
         The env must already exist (call :meth:`env_for` first so that env construction is not timed).
         """
-        results = rollout(self.envs[task], self.policy, self.executor, task, seeds, self.settings, self.worker)
+        key = _env_key(task)
+        results = rollout(self.envs[key], self.policy, self.executor, task, seeds, self.settings, self.worker)
         if any(r.record.status != "ok" for r in results):
-            _close_quietly(self.envs.pop(task))  # the env may be broken: the next item of this task rebuilds it
+            _close_quietly(self.envs.pop(key))  # the env may be broken: the next item of this task rebuilds it
         ready = self._release()
         self._pending = [self._submit_video(r) for r in results]
         return ready

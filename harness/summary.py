@@ -36,6 +36,18 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
         )
     console = Console(stderr=False)
     console.print(table)
+    for split, block in (results.get("per_split") or {}).items():
+        b = block["overall"]
+        lo, hi = b["ci95"]
+        console.print(f"{split} instructions: {_pct(b['success_rate'])} [{_pct(lo)}, {_pct(hi)}] over {b['episodes']}")
+    for task, splits in (results.get("grounding") or {}).items():
+        for split, g in splits.items():
+            told, other = g["instructed_goal"], g["other_goal"]
+            console.print(
+                f"{escape(task)} counterfactual ({split}, {g['seeds']} seeds x goals): did as told "
+                f"{_pct(told['rate'])}, did the other goal {_pct(other['rate'])}, every goal of a seed "
+                f"{_pct(g['both_goals_of_seed']['rate'])}"
+            )
     tp = results.get("throughput") or {}
     if tp.get("episodes_per_hour") is not None:
         console.print(

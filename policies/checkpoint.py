@@ -13,7 +13,8 @@ checkpoint's processor in eval mode (resize, center crop when trained with crops
 OpenVLA prompt); proprio is normalized with the checkpoint's ``dataset_statistics.json``; the model predicts a
 normalized (B, H, A) chunk that is unnormalized with the same statistics and mode. Checkpoints trained on
 ``relative_action`` are integrated from the measured proprio (a[k] = proprio + sum_{j<k} delta[j]). Gripper
-values are clipped to the env's [-1, 1]. Nothing here reads the training data.
+values are clipped to the env's [-1, 1]. A checkpoint trained with ``--constant-instruction`` (an instruction-blind
+baseline) gets that string in place of every instruction. Nothing here reads the training data.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class CheckpointPolicy:
         self.stats = norm_stats
         self.norm_mode = config.get("norm_mode", model_cfg.norm_mode)
         self.action_key = data.get("action_key", "action")
+        self.constant_instruction = data.get("constant_instruction") or None
         self.use_proprio = bool(model_cfg.proprio_dim)
         if self.use_proprio and norm_stats.proprio is None:
             raise ValueError(f"{name}: the model takes proprio but dataset_statistics.json has no proprio statistics")
@@ -87,6 +89,7 @@ class CheckpointPolicy:
                 "action_key": self.action_key,
                 "unnorm_key": config.get("unnorm_key"),
                 "step": config.get("step"),
+                "constant_instruction": self.constant_instruction,
                 **(extra or {}),
             },
         )
@@ -139,7 +142,10 @@ class CheckpointPolicy:
         if missing:
             raise KeyError(f"{self.metadata.name}: observation lacks camera(s) {missing}; has {sorted(obs.images)}")
         images = np.stack([np.asarray(obs.images[c]) for c in self.metadata.cameras], axis=1)  # (B, V, H, W, 3)
-        inputs = self.processor(images, list(obs.instruction), train=False)
+        instructions = list(obs.instruction)
+        if self.constant_instruction:  # an instruction-blind checkpoint sees the string it was trained with
+            instructions = [self.constant_instruction] * len(instructions)
+        inputs = self.processor(images, instructions, train=False)
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

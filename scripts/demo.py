@@ -2,6 +2,10 @@
 
     record expert demos -> train the tiny VLA -> benchmark the checkpoint across seeds -> gallery -> results table
 
+``--multitask`` (``make demo MULTITASK=1``): the same for three tasks at once (one folder per task, one
+checkpoint), benchmarked per task with seen and unseen instructions, plus a counterfactual run of the
+grounding task (each seed once per goal).
+
 Every step prints its command first, shows progress, and is resumable: rerunning `make demo` continues an
 interrupted recording, resumes training from the last checkpoint and skips finished episodes of the benchmark.
 ``--quick`` (``make demo QUICK=1``) is the same pipeline shrunk to a few minutes on 2 CPU cores.
@@ -19,7 +23,13 @@ from pathlib import Path
 
 import tyro
 
-RECIPE = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes" / "tiny-liftbar.yaml"
+from envs.specs import get_task
+
+RECIPES = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
+RECIPE = RECIPES / "tiny-liftbar.yaml"
+MULTITASK_RECIPE = RECIPES / "tiny-multitask.yaml"
+MULTITASK_TASKS = ("DualArmLiftBar-v1", "DualArmPlaceShoe-v1", "DualArmPickColorCube-v1")
+"""The tasks of ``--multitask``: two single-goal tasks and the language-grounding task."""
 
 
 @dataclasses.dataclass
@@ -28,12 +38,15 @@ class DemoConfig:
 
     quick: bool = False
     """A few-minute version: fewer demos, training steps and evaluation seeds (a smoke run, not a good policy)."""
+    multitask: bool = False
+    """One VLA for LiftBar, PlaceShoe and PickColorCube (tiny-multitask.yaml, 150 demos each); seen/unseen and
+    counterfactual benchmarks (`make demo MULTITASK=1`)."""
     task: str = "DualArmLiftBar-v1"
     """Task to record, train on and evaluate (`vla envs` lists them)."""
-    recipe: Path = RECIPE
-    """Training recipe (a `vla train --config` YAML): cameras, proprio, steps, batch, lr, ..."""
+    recipe: Path | None = None
+    """Training recipe (a `vla train --config` YAML; default tiny-liftbar.yaml, multitask: tiny-multitask.yaml)."""
     episodes: int | None = None
-    """Expert demos to record (default: 200, quick: 6)."""
+    """Expert demos to record per task (default: 200, multitask: 150, quick: 6)."""
     steps: int | None = None
     """Training steps (default: the recipe's, quick: 150)."""
     eval_seeds: str | None = None
@@ -48,7 +61,8 @@ class DemoConfig:
     """Folder that receives data/, runs/ and results/."""
 
     def __post_init__(self) -> None:
-        self.episodes = self.episodes or (6 if self.quick else 200)
+        self.recipe = Path(self.recipe or (MULTITASK_RECIPE if self.multitask else RECIPE))
+        self.episodes = self.episodes or (6 if self.quick else 150 if self.multitask else 200)
         self.eval_seeds = self.eval_seeds or ("100000:100004" if self.quick else "100000:100050")
         if self.episodes < 1 or self.workers < 1:
             raise ValueError(f"episodes and workers must be >= 1, got {self.episodes} and {self.workers}")
@@ -81,23 +95,13 @@ def _trained_step(run_dir: Path) -> int | None:
     return json.loads(config.read_text())["step"] if config.exists() else None
 
 
-def main(cfg: DemoConfig) -> int:
-    vla = VLA
-    recipe = _recipe(cfg.recipe)
-    steps = cfg.steps or (150 if cfg.quick else int(recipe.get("steps", 3000)))
-    tag = "demo-quick" if cfg.quick else "demo"
-    data = cfg.root / "data" / f"{cfg.task}{'-quick' if cfg.quick else ''}"
-    run_dir, results = cfg.root / "runs" / tag, cfg.root / "results" / tag
-    cameras = recipe.get("cameras", ["head"])
-    t0 = time.perf_counter()
-
-    print(f"1/4 record {cfg.episodes} scripted-expert demos of {cfg.task}")
+def _record(cfg: DemoConfig, task: str, data: Path, cameras: list[str]) -> None:
     run(
         [
-            *vla,
+            *VLA,
             "demos",
             "--task",
-            cfg.task,
+            task,
             "--episodes",
             str(cfg.episodes),
             "--out",
@@ -115,53 +119,57 @@ def main(cfg: DemoConfig) -> int:
         ]
     )
 
-    print(f"2/4 train the tiny VLA for {steps} steps ({cfg.recipe.name})")
+
+def _train(cfg: DemoConfig, folders: list[Path], run_dir: Path, steps: int) -> None:
     done = _trained_step(run_dir)
-    if done is None or done < steps:
-        cmd = [
-            *vla,
-            "train",
-            "--config",
-            str(cfg.recipe),
-            "--data",
-            str(data),
-            "--out",
-            str(run_dir),
-            "--steps",
-            str(steps),
-        ]
-        run(cmd + (["--resume"] if done is not None else []))
-    else:
+    if done is not None and done >= steps:
         print(f"   {run_dir} is already trained to step {done}")
+        return
+    more = ["--more-data", *map(str, folders[1:])] if len(folders) > 1 else []
+    cmd = [*VLA, "train", "--config", str(cfg.recipe), "--data", str(folders[0]), *more, "--out", str(run_dir)]
+    run(cmd + ["--steps", str(steps)] + (["--resume"] if done is not None else []))
 
-    print(f"3/4 benchmark the checkpoint on {cfg.task}, seeds {cfg.eval_seeds} (videos of every episode)")
-    bench = [
-        *vla,
-        "bench",
-        "--policy",
-        f"checkpoint:{run_dir / 'checkpoints' / 'last'}",
-        "--tasks",
-        cfg.task,
-        "--seeds",
-        cfg.eval_seeds,
-        "--out",
-        str(results),
-        "--video",
-        "all",
-        "--workers",
-        str(cfg.workers),
-    ]
-    run(bench + (["--resume"] if (results / "episodes.jsonl").exists() else []))
 
-    print("4/4 build the gallery")
-    run([*vla, "gallery", str(results)])
-    summary = json.loads((results / "results.json").read_text())["overall"]
-    rate = summary["success_rate"]
-    lo, hi = summary["ci95"]
-    print(
-        f"\n\033[1mDone in {(time.perf_counter() - t0) / 60:.1f} min.\033[0m {cfg.task}: success "
-        f"{rate:.0%} (95 % CI {lo:.0%}-{hi:.0%}) over {summary['episodes']} seeds."
-    )
+def _bench(cfg: DemoConfig, run_dir: Path, tasks: list[str], results: Path, *extra: str) -> dict:
+    bench = [*VLA, "bench", "--policy", f"checkpoint:{run_dir / 'checkpoints' / 'last'}", "--tasks", ",".join(tasks)]
+    bench += ["--seeds", str(cfg.eval_seeds), "--out", str(results), "--video", "all", "--workers", str(cfg.workers)]
+    run(bench + list(extra) + (["--resume"] if (results / "episodes.jsonl").exists() else []))
+    run([*VLA, "gallery", str(results)])
+    return json.loads((results / "results.json").read_text())
+
+
+def _line(name: str, block: dict) -> str:
+    lo, hi = block["ci95"]
+    return f"{name}: success {block['success_rate']:.0%} (95 % CI {lo:.0%}-{hi:.0%}) over {block['episodes']} seeds"
+
+
+def main(cfg: DemoConfig) -> int:
+    recipe = _recipe(cfg.recipe)
+    steps = cfg.steps or (150 if cfg.quick else int(recipe.get("steps", 3000)))
+    tag = ("demo-multitask" if cfg.multitask else "demo") + ("-quick" if cfg.quick else "")
+    tasks = list(MULTITASK_TASKS if cfg.multitask else (cfg.task,))
+    root = cfg.root / "data" / ("multitask" if cfg.multitask else "")
+    folders = [root / f"{t}{'-quick' if cfg.quick else ''}" for t in tasks]
+    run_dir, results = cfg.root / "runs" / tag, cfg.root / "results" / tag
+    t0 = time.perf_counter()
+
+    print(f"1/4 record {cfg.episodes} scripted-expert demos of {', '.join(tasks)}")
+    for task, folder in zip(tasks, folders):
+        _record(cfg, task, folder, recipe.get("cameras", ["head"]))
+    print(f"2/4 train the tiny VLA for {steps} steps ({cfg.recipe.name})")
+    _train(cfg, folders, run_dir, steps)
+    print(f"3/4 benchmark the checkpoint on {', '.join(tasks)}, seeds {cfg.eval_seeds} (videos of every episode)")
+    split = ["--instruction-split", "both"] if cfg.multitask else []
+    out = _bench(cfg, run_dir, tasks, results, *split)
+    lines = [_line(t, b) for t, b in out["per_task"].items()]
+    if cfg.multitask:  # the grounding task once per goal on the same seeds: did it do what it was told?
+        grounding = [t for t in tasks if get_task(t).goals]
+        cf = _bench(cfg, run_dir, grounding, Path(f"{results}-counterfactual"), "--counterfactual")
+        for task, g in cf["grounding"].items():
+            told, other = g["seen"]["instructed_goal"], g["seen"]["other_goal"]
+            lines.append(f"{task} counterfactual: did as told {told['rate']:.0%}, the other goal {other['rate']:.0%}")
+    print(f"4/4 galleries built\n\n\033[1mDone in {(time.perf_counter() - t0) / 60:.1f} min.\033[0m")
+    print("\n".join(lines))
     print(f"Gallery: {(results / 'index.html').resolve()}")
     print(
         "Next: the same command pair on your data -- vla train --data DIR --out RUN ...; "

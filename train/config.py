@@ -45,12 +45,29 @@ def _check_common(
     return cameras
 
 
+def _task_weight(item: str) -> tuple[str, float]:
+    """``"TASK=WEIGHT"`` -> (task, weight); ValueError naming the item otherwise."""
+    task, sep, value = item.rpartition("=")
+    try:
+        if not (sep and task.strip()):
+            raise ValueError(item)
+        return task.strip(), float(value)
+    except ValueError:
+        raise ValueError(f"task_weights: expected TASK=WEIGHT (e.g. DualArmLiftBar-v1=2), got {item!r}") from None
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Data: which episodes, cameras, actions and instructions a run reads, and how they are normalized."""
 
     data_dir: Annotated[Path, tyro.conf.arg(name="data")]
     """Folder of episode_{i}.hdf5 files (from `vla demos` or a RoboTwin-style export)."""
+    more_data: tuple[Path, ...] = ()
+    """More episode folders trained together with --data (multi-task: e.g. one `vla demos` folder per task)."""
+    task_weights: tuple[str, ...] = ()
+    """Per-task sampling weights as TASK=WEIGHT (episode `task` attr; every task named); none: every sample alike."""
+    constant_instruction: str | None = None
+    """Replace every instruction by this string, in training and at inference (an instruction-blind baseline)."""
     cameras: tuple[str, ...] = ("head", "left_wrist")
     """1-4 cameras (head,left_wrist,right_wrist,low), in the model's view order."""
     chunk_size: int = 8
@@ -92,8 +109,41 @@ class DataConfig:
             raise ValueError(f"val_episodes lists an episode twice: {self.val_episodes}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        self._check_multi()
         if self.unnorm_key is not None and not self.unnorm_key.strip():
             raise ValueError(f"unnorm_key must be a non-empty string or None, got {self.unnorm_key!r}")
+
+    @property
+    def data_dirs(self) -> tuple[Path, ...]:
+        """Every episode folder of the run: ``data_dir`` then ``more_data``."""
+        return (self.data_dir, *self.more_data)
+
+    def _check_multi(self) -> None:
+        self.more_data = tuple(Path(p) for p in self.more_data)
+        resolved = [p.resolve() for p in self.data_dirs]
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f"more_data repeats a folder: {[str(p) for p in self.data_dirs]}")
+        if self.more_data and self.val_episodes:
+            raise ValueError(
+                "val_episodes names episode indices of one folder; with more_data (several folders) use val_fraction"
+            )
+        items = self.task_weights.items() if isinstance(self.task_weights, dict) else None
+        if items is None:
+            items = [_task_weight(str(x)) for x in self.task_weights]
+        weights = {str(k): float(v) for k, v in items}
+        if len(weights) != len(list(items)):
+            raise ValueError(f"task_weights names a task twice: {list(self.task_weights)}")
+        bad = {k: v for k, v in weights.items() if not v >= 0}
+        if bad or (weights and not any(weights.values())):
+            raise ValueError(f"task_weights must be >= 0 with at least one > 0, got {weights}")
+        self.task_weights = tuple(f"{k}={v:g}" for k, v in weights.items())
+        if self.constant_instruction is not None and not self.constant_instruction.strip():
+            raise ValueError("constant_instruction must be a non-empty string or None, got an empty string")
+
+    @property
+    def weights_by_task(self) -> dict[str, float]:
+        """``task_weights`` as {task: weight} ({} when none are given)."""
+        return dict(_task_weight(x) for x in self.task_weights)
 
 
 @dataclasses.dataclass

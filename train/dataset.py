@@ -73,7 +73,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
             ``norm_stats.action`` in ``cfg.norm_mode`` (raw values when ``norm_stats`` is None).
         action_is_pad: (chunk_size,) bool, True for rows past the episode end (only with ``cfg.pad_end``).
         proprio: (14,) float32 row t, normalized with ``norm_stats.proprio`` (only when ``cfg.use_proprio``).
-        instruction: str drawn uniformly from the episode's ``cfg.instructions`` pool with
+        instruction: ``cfg.constant_instruction`` if set, else a str drawn uniformly from the episode's
+            ``cfg.instructions`` pool with
             ``np.random.default_rng([cfg.seed, epoch, i])``: the same (seed, epoch, i) always gives the same
             instruction, in any worker. Call :meth:`set_epoch` before each epoch's iterator is created (with
             ``persistent_workers`` the workers keep the epoch they were started with).
@@ -111,7 +112,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.max_open_files = max(1, int(max_open_files))
         self.epoch = 0
         self._check_inputs()
-        self._pools = [e.instruction_pool(cfg.instructions) for e in self.episodes]
+        self._pools = [
+            (cfg.constant_instruction,) if cfg.constant_instruction else e.instruction_pool(cfg.instructions)
+            for e in self.episodes
+        ]
         counts = np.array([e.num_samples(cfg.chunk_size, cfg.pad_end) for e in self.episodes], dtype=np.int64)
         self._ends = np.cumsum(counts)
         self._starts = self._ends - counts

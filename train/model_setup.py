@@ -1,7 +1,9 @@
 """Model, processor, optimizer and lr schedule of a training run (fresh or resumed).
 
-Fresh, no ``--base``: a byte-level BPE tokenizer is trained on EVERY instruction of the data folder (seen and
-unseen, train and val episodes, so unseen evaluation prompts tokenize well), the preset is sized to it
+Fresh, no ``--base``: a byte-level BPE tokenizer is trained on the instructions the run trains on: the
+``--instructions`` split (default seen) of every episode of every folder (train and val), or the one
+``--constant-instruction``. Unseen phrasings still tokenize (byte-level: no unknown token) but contribute no merges,
+so an unseen-instruction benchmark measures generalisation honestly. The preset is sized to the tokenizer
 (:func:`policies.openvla.tokenizer.config_for_tokenizer`) and the VLA is initialised randomly with the seed.
 Fresh, with ``--base``: ``from_openvla_checkpoint(base)``, then the fine-tune's chunk / cameras / proprio / head
 settings are applied by :func:`policies.openvla.adapt.adapt_base_model` (backbone, projector, LLM,
@@ -55,7 +57,12 @@ def build_fresh_model(
     from policies.openvla.tokenizer import config_for_tokenizer, train_instruction_tokenizer
 
     sized = preset(cfg.model.preset, **cfg.model_fields())
-    instructions = [s for e in prepared.summary.episodes for s in e.instruction_pool("both")]
+    dcfg = cfg.data
+    instructions = (
+        [dcfg.constant_instruction]
+        if dcfg.constant_instruction
+        else [s for e in prepared.summary.episodes for s in e.instruction_pool(dcfg.instructions)]
+    )
     tokenizer = train_instruction_tokenizer(instructions, n_action_bins=sized.n_action_bins)
     config = config_for_tokenizer(sized, tokenizer)
     torch.manual_seed(cfg.seed)

@@ -72,7 +72,7 @@ def check_same_data(prepared: Any, ckpt: Path) -> None:
     from policies.normalization import load_dataset_statistics
 
     saved = load_dataset_statistics(ckpt / "dataset_statistics.json")
-    now = {prepared.unnorm_key: prepared.norm_stats.to_json()}
+    now = {k: v.to_json() for k, v in prepared.all_stats().items()}
     if {k: v.to_json() for k, v in saved.items()} != now:
         raise ResumeError(
             f"--resume from {ckpt}: the data folder's statistics (or unnorm_key) differ from the "

@@ -1,7 +1,9 @@
 """Deterministic, exactly resumable sample order for training (one process or DDP).
 
 Order (documented contract; checkpoints store the position in it):
-    * epoch e visits ``np.random.default_rng([seed, e]).permutation(N)`` of the N training samples;
+    * epoch e visits ``np.random.default_rng([seed, e]).permutation(N)`` of the N training samples; with per-sample
+      probabilities ``weights`` (per-task sampling weights, ``train.stats.sample_weights``) it visits
+      ``default_rng([seed, e]).choice(N, size=N, p=weights)`` instead (N draws with replacement);
     * that permutation is cut into ``B_e = N // (batch_size * world_size)`` rounds of ``world_size`` micro-batches
       (the tail that does not fill a round is dropped, i.e. drop_last); in round i process r takes
       ``perm[(i * world_size + r) * batch_size : ... + batch_size]``;
@@ -28,12 +30,22 @@ class ResumableBatchSampler:
         batch_size: samples per micro-batch per process.
         seed: seed of the per-epoch permutations.
         rank, world_size: this process and the number of processes.
+        weights: optional (N,) sampling probabilities (summing to 1).
 
     Raises:
-        ValueError: fewer samples than one round (batch_size * world_size), or a bad rank.
+        ValueError: fewer samples than one round (batch_size * world_size), a bad rank, or weights of another
+            length than N.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        weights: np.ndarray | None = None,
+    ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
         per_round = batch_size * world_size
@@ -45,6 +57,9 @@ class ResumableBatchSampler:
         self.num_samples, self.batch_size, self.seed = int(num_samples), int(batch_size), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.batches_per_epoch = num_samples // per_round
+        if weights is not None and np.shape(weights) != (num_samples,):
+            raise ValueError(f"weights must have shape ({num_samples},), got {np.shape(weights)}")
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
 
     def position(self, micro_batch: int) -> tuple[int, int]:
         """(epoch, micro-batch within the epoch) of global micro-batch index ``micro_batch``."""
@@ -52,7 +67,11 @@ class ResumableBatchSampler:
 
     def epoch_batches(self, epoch: int, start: int = 0) -> list[list[int]]:
         """This process's micro-batches of ``epoch`` from ``start`` on (lists of ``batch_size`` indices)."""
-        perm = np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_samples)
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        if self.weights is None:
+            perm = rng.permutation(self.num_samples)
+        else:
+            perm = rng.choice(self.num_samples, size=self.num_samples, p=self.weights)
         out = []
         for i in range(start, self.batches_per_epoch):
             lo = (i * self.world_size + self.rank) * self.batch_size

@@ -31,6 +31,9 @@ class PreparedData:
         unnorm_key: the key the statistics are stored under.
         norm_stats: statistics of the training episodes (``proprio`` set only when ``cfg.use_proprio``).
         stats_path: where ``dataset_statistics.json`` was written, or None.
+        task_stats: per-task statistics of the training episodes (task -> NormStats), recorded next to the
+            combined ones when the data holds more than one task (empty otherwise); training normalizes with
+            ``norm_stats`` only.
     """
 
     summary: DatasetSummary
@@ -39,6 +42,16 @@ class PreparedData:
     unnorm_key: str
     norm_stats: NormStats
     stats_path: Path | None = None
+    task_stats: dict[str, NormStats] = dataclasses.field(default_factory=dict)
+
+    def all_stats(self) -> dict[str, NormStats]:
+        """``{unnorm_key: norm_stats, task: stats, ...}``: what ``dataset_statistics.json`` holds."""
+        return {**self.task_stats, self.unnorm_key: self.norm_stats}
+
+
+def episode_task(episode: EpisodeInfo) -> str:
+    """The episode's ``task`` attribute, else the name of its folder."""
+    return str(episode.attrs.get("task") or episode.path.parent.name)
 
 
 def normalization_mask(normalize_grippers: bool) -> np.ndarray:
@@ -50,7 +63,22 @@ def normalization_mask(normalize_grippers: bool) -> np.ndarray:
 
 
 def split_episodes(episodes: Sequence[EpisodeInfo], cfg: DataConfig) -> tuple[list[EpisodeInfo], list[EpisodeInfo]]:
-    """Episode-level train/val split; an episode is never split.
+    """Episode-level train/val split, folder by folder (each of ``cfg.data_dirs`` is split on its own, so every
+    task keeps validation episodes); an episode is never split. See :func:`split_folder`.
+
+    Returns:
+        (train, val), each in folder order, then sorted by index.
+    """
+    train: list[EpisodeInfo] = []
+    val: list[EpisodeInfo] = []
+    for folder in dict.fromkeys(e.path.parent for e in episodes):
+        t, v = split_folder([e for e in episodes if e.path.parent == folder], cfg)
+        train, val = train + t, val + v
+    return train, val
+
+
+def split_folder(episodes: Sequence[EpisodeInfo], cfg: DataConfig) -> tuple[list[EpisodeInfo], list[EpisodeInfo]]:
+    """Episode-level train/val split of one folder's episodes.
 
     ``cfg.val_episodes`` (episode indices) if given, else ``max(1, round(val_fraction * N))`` episodes taken from
     ``np.random.default_rng(cfg.seed).permutation(N)`` over the episodes sorted by index (deterministic given the
@@ -82,7 +110,8 @@ def split_episodes(episodes: Sequence[EpisodeInfo], cfg: DataConfig) -> tuple[li
     val = [e for e in ordered if e.index in val_idx]
     if not train:
         raise EpisodeDataError(
-            f"{cfg.data_dir}: val_fraction={cfg.val_fraction} / val_episodes={cfg.val_episodes} "
+            f"{ordered[0].path.parent if ordered else cfg.data_dir}: val_fraction={cfg.val_fraction} / "
+            f"val_episodes={cfg.val_episodes} "
             f"leaves no training episode: expected >= 1 of {len(ordered)}, got 0"
         )
     return train, val
@@ -133,29 +162,100 @@ def derive_unnorm_key(summary: DatasetSummary, unnorm_key: str | None = None) ->
     tasks = summary.tasks
     if len(tasks) == 1 and all(e.attrs.get("task") for e in summary.episodes):
         return tasks[0]
+    folders = dict.fromkeys(e.path.parent for e in summary.episodes)
+    if len(folders) > 1:  # several folders: name the mixture by its tasks
+        return "+".join(sorted({episode_task(e) for e in summary.episodes}))
     return Path(summary.data_dir).resolve().name
 
 
+def validate_folders(cfg: DataConfig) -> DatasetSummary:
+    """:func:`validate_episode_dir` of every folder in ``cfg.data_dirs``, merged into one summary (episodes in
+    folder order; ``data_dir`` is the first folder).
+
+    Raises:
+        EpisodeDataError: a folder's problems (see :func:`validate_episode_dir`), or folders whose frames differ
+            in size or that share no camera.
+    """
+    if not cfg.more_data:
+        return validate_episode_dir(cfg)
+    parts = [validate_episode_dir(dataclasses.replace(cfg, data_dir=d, more_data=())) for d in cfg.data_dirs]
+    sizes = {str(p.data_dir): p.image_size for p in parts}
+    if len(set(sizes.values())) > 1:
+        raise EpisodeDataError(f"frame sizes differ across folders: expected one (H, W), got {sizes}")
+    cameras = tuple(c for c in parts[0].cameras if all(c in p.cameras for p in parts))
+    if not cameras:
+        found = {str(p.data_dir): list(p.cameras) for p in parts}
+        raise EpisodeDataError(f"the folders share no camera: {found}")
+    return dataclasses.replace(
+        parts[0],
+        episodes=tuple(e for p in parts for e in p.episodes),
+        cameras=cameras,
+        warnings=tuple(w for p in parts for w in p.warnings),
+    )
+
+
+def per_task_stats(episodes: Sequence[EpisodeInfo], cfg: DataConfig) -> dict[str, NormStats]:
+    """Statistics of each task's episodes (:func:`episode_task`), or {} when there is a single task."""
+    tasks = sorted({episode_task(e) for e in episodes})
+    if len(tasks) < 2:
+        return {}
+    return {
+        t: compute_norm_stats(
+            [e for e in episodes if episode_task(e) == t], cfg.action_key, cfg.use_proprio, cfg.normalize_grippers
+        )
+        for t in tasks
+    }
+
+
+def sample_weights(episodes: Sequence[EpisodeInfo], cfg: DataConfig) -> np.ndarray | None:
+    """(N,) float64 probabilities of the N training samples under ``cfg.task_weights``: a task's samples share
+    its weight / (sum of weights) equally; None without weights (every sample alike).
+
+    Raises:
+        EpisodeDataError: ``task_weights`` misses a task of the data or names one that is not in it.
+    """
+    by_task = cfg.weights_by_task
+    if not by_task:
+        return None
+    tasks = [episode_task(e) for e in episodes]
+    present = sorted(set(tasks))
+    missing = [t for t in present if t not in by_task]
+    unknown = sorted(set(by_task) - set(present))
+    if missing or unknown:
+        raise EpisodeDataError(
+            f"task_weights must name every task of the data exactly: expected {present}, got "
+            f"{sorted(by_task)} (missing {missing}, unknown {unknown})"
+        )
+    counts = np.array([e.num_samples(cfg.chunk_size, cfg.pad_end) for e in episodes], dtype=np.float64)
+    per_task = {t: counts[[i for i, x in enumerate(tasks) if x == t]].sum() for t in present}
+    if not any(by_task[t] > 0 and per_task[t] > 0 for t in present):
+        raise EpisodeDataError(f"task_weights {by_task}: no task with weight > 0 has training samples")
+    per_sample = [by_task[t] / per_task[t] if per_task[t] else 0.0 for t in tasks]
+    weights = np.repeat(np.array(per_sample), counts.astype(np.int64))
+    return weights / weights.sum()
+
+
 def prepare_data(cfg: DataConfig, stats_path: str | Path | None = None) -> PreparedData:
-    """Validate ``cfg.data_dir``, split episodes, compute train statistics and, if ``stats_path`` is given, write
+    """Validate ``cfg.data_dirs``, split episodes, compute train statistics and, if ``stats_path`` is given, write
     ``{unnorm_key: stats}`` there atomically (``save_dataset_statistics``). Nothing is written unless every
     step before it succeeded.
 
     Raises:
         EpisodeDataError: invalid data or split (see :func:`validate_episode_dir`, :func:`split_episodes`).
     """
-    summary = validate_episode_dir(cfg)
+    summary = validate_folders(cfg)
     train, val = split_episodes(summary.episodes, cfg)
     key = derive_unnorm_key(summary, cfg.unnorm_key)
     stats = compute_norm_stats(train, cfg.action_key, cfg.use_proprio, cfg.normalize_grippers)
-    path = None
-    if stats_path is not None:
-        path = save_dataset_statistics(stats_path, {key: stats})
-    return PreparedData(
+    prepared = PreparedData(
         summary=summary,
         train_episodes=tuple(train),
         val_episodes=tuple(val),
         unnorm_key=key,
         norm_stats=stats,
-        stats_path=path,
+        task_stats=per_task_stats(train, cfg),
     )
+    sample_weights(train, cfg)  # refuse bad task_weights before anything is written
+    if stats_path is not None:
+        prepared = dataclasses.replace(prepared, stats_path=save_dataset_statistics(stats_path, prepared.all_stats()))
+    return prepared

@@ -341,7 +341,9 @@ class TrainConfig:
             value: Any = self
             for part in field.path:
                 value = getattr(value, part)
-            out[name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+            if isinstance(value, tuple):
+                value = [str(v) if isinstance(v, Path) else v for v in value]
+            out[name] = str(value) if isinstance(value, Path) else value
         out["model_overrides"] = dict(self.model.model_overrides)
         return out
 

@@ -21,6 +21,7 @@ import dataclasses
 import os
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from train.checkpointing import (
     write_checkpoint,
 )
 from train.resume import check_same_data, restore_training_state, resume_source
+from train.stats import episode_task, sample_weights
 from train.train_config import MIN_GLOBAL_BATCH, TrainConfig
 from train.train_step import TrainRun, batch_stream, log_train, train_step, validate
 
@@ -176,7 +178,12 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
     train_ds = EpisodeDataset(dcfg, prepared.train_episodes, prepared.norm_stats)
     val_ds = EpisodeDataset(dcfg, prepared.val_episodes, prepared.norm_stats) if prepared.val_episodes else None
     sampler = ResumableBatchSampler(
-        len(train_ds), cfg.optim.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes
+        len(train_ds),
+        cfg.optim.batch_size,
+        cfg.seed,
+        accelerator.process_index,
+        accelerator.num_processes,
+        weights=sample_weights(prepared.train_episodes, dcfg),
     )
     if accelerator.is_main_process:
         _warn_small_batch(cfg, accelerator.num_processes)
@@ -188,11 +195,12 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
         "image_size": list(prepared.summary.image_size),
         "tasks": list(prepared.summary.tasks),
         "visual_quality": list(prepared.summary.visual_qualities),
-        "train_episodes": [e.index for e in prepared.train_episodes],
-        "val_episodes_used": [e.index for e in prepared.val_episodes],
+        "train_episodes": _episode_ids(prepared.train_episodes, dcfg),
+        "val_episodes_used": _episode_ids(prepared.val_episodes, dcfg),
+        "task_episodes": dict(Counter(episode_task(e) for e in prepared.train_episodes)),
     }
     if accelerator.is_main_process:
-        save_dataset_statistics(cfg.out / "dataset_statistics.json", {prepared.unnorm_key: prepared.norm_stats})
+        save_dataset_statistics(cfg.out / "dataset_statistics.json", prepared.all_stats())
         remove_stale_temporaries(cfg.out / CHECKPOINTS_DIR)
     return TrainRun(
         cfg=cfg,
@@ -214,8 +222,18 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
     )
 
 
+def _episode_ids(episodes, dcfg) -> list:
+    """Episode indices (one folder) or "folder/index" strings (several folders, whose indices repeat)."""
+    if not dcfg.more_data:
+        return [e.index for e in episodes]
+    return [f"{e.path.parent.name}/{e.index}" for e in episodes]
+
+
 def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+    def one(v: Any) -> Any:
+        return str(v) if isinstance(v, Path) else [one(x) for x in v] if isinstance(v, tuple) else v
+
+    return {k: one(v) for k, v in d.items()}
 
 
 def _warn_small_batch(cfg: TrainConfig, processes: int) -> None:
@@ -360,7 +378,7 @@ def _save(run: TrainRun, step: int) -> Path | None:
             step,
             model=acc.unwrap_model(run.model),
             processor=run.processor,
-            norm_stats={run.prepared.unnorm_key: run.prepared.norm_stats},
+            norm_stats=run.prepared.all_stats(),
             config=config,
             training_state=training_state,
             keep_last=cfg.cadence.keep_last,

@@ -1,4 +1,4 @@
-"""Experts for our own tasks (DualArmLiftBar-v1, DualArmPlaceShoe-v1)."""
+"""Experts for our own tasks (DualArmLiftBar-v1, DualArmPlaceShoe-v1, DualArmPickColorCube-v1)."""
 
 from __future__ import annotations
 
@@ -88,5 +88,27 @@ class PlaceShoeExpert(ScriptedExpert):
             Phase("release", _keep(arm, OPEN), steps=1, hold=5),
             Phase("retreat", _raise(arm, 0.16, OPEN), steps=8),
             Phase("home", lambda c: home(arm), steps=12),
+        ]
+        return {arm: phases}
+
+
+class PickColorCubeExpert(ScriptedExpert):
+    """The arm on the instructed cube's side grasps it from above and lifts it; the other arm stays put."""
+
+    lift_z = 0.20
+
+    def plan(self, state, proprio):
+        arm = "left" if float(np.asarray(state["side"]).reshape(-1)[0]) < 0 else "right"
+
+        def cube(ctx, z=None):
+            pose = np.asarray(ctx["state"]["target_pose"], dtype=np.float64)
+            return wp([*pose[:2], pose[2] if z is None else z], grasp_yaw(quat_yaw(pose)))
+
+        phases = [
+            Phase("above", lambda c: cube(c, z=0.10), steps=16),
+            Phase("descend", lambda c: cube(c), steps=10, hold=1),
+            Phase("close", _keep(arm, CLOSED), steps=1, hold=6),
+            Phase("lift", _raise(arm, self.lift_z, CLOSED), steps=20),
+            Phase("hold", _keep(arm, CLOSED), steps=1, hold=10),
         ]
         return {arm: phases}

@@ -13,7 +13,13 @@ from envs.specs import TASKS, get_task, task_table
 
 
 def test_every_task_has_seen_and_unseen_phrasings():
-    assert set(TASKS) == {"TwoRobotPickCube-v1", "TwoRobotStackCube-v1", "DualArmLiftBar-v1", "DualArmPlaceShoe-v1"}
+    assert set(TASKS) == {
+        "TwoRobotPickCube-v1",
+        "TwoRobotStackCube-v1",
+        "DualArmLiftBar-v1",
+        "DualArmPlaceShoe-v1",
+        "DualArmPickColorCube-v1",
+    }
     for spec in TASKS.values():
         assert len(spec.seen) >= 2 and len(spec.unseen) >= 2, spec.name
         assert not set(spec.seen) & set(spec.unseen), f"{spec.name}: unseen phrasings must be held out"

@@ -326,3 +326,56 @@ def make_counted_maniskill_env(task: str, **kwargs):
     env = make_env(task, **kwargs)
     BUILT_ENVS.append(env)
     return env
+
+
+class GroundingFakeEnv(FakeEnv):
+    """A fake grounding task with goals "red" (proprio[0] -> +0.5) and "blue" (-0.5): the instructed goal is
+    ``options["goal"]`` or, without it, drawn from the seed (red for even seeds). The instruction names it
+    ("lift the red cube", "... (unseen)" in the unseen split); ``info["other_goal"]`` reports the other goal
+    reached. The privileged ``goal`` is the instructed goal's position, so GoalPolicy always does as told."""
+
+    POSITIONS = {"red": 0.5, "blue": -0.5}
+
+    def __init__(self, task: str, instruction_split: str = "seen", **kwargs):
+        super().__init__(task, instruction_split=instruction_split, **kwargs)
+        self.split = instruction_split
+        self.reset_options: list[dict] = []
+
+    def reset(self, *, seed=None, options=None):
+        self.reset_options.append(dict(options or {}))
+        obs, info = super().reset(seed=seed)
+        fixed = (options or {}).get("goal")
+        self.goals = [fixed or ("red" if s % 2 == 0 else "blue") for s in self.seeds]
+        self.goal = np.array([self.POSITIONS[g] for g in self.goals], np.float32)
+        return self._obs(), {**info, "other_goal": np.zeros(self.num_envs, bool)}
+
+    def step(self, action):
+        obs, reward, success, truncated, info = super().step(action)
+        other = np.array([-self.POSITIONS[g] for g in self.goals], np.float32)
+        return obs, reward, success, truncated, {**info, "other_goal": np.abs(self.proprio[:, 0] - other) < 0.05}
+
+    def _obs(self) -> dict:
+        obs = super()._obs()
+        goals = getattr(self, "goals", ["red"] * self.num_envs)
+        suffix = " (unseen)" if self.split == "unseen" else ""
+        obs["instruction"] = [f"lift the {g} cube{suffix}" for g in goals]
+        obs["privileged"]["goal"] = self.goal.copy()[:, None]
+        return obs
+
+
+def make_grounding_fake_env(task: str, **kwargs) -> FakeEnv:
+    """GroundingFakeEnv for DualArmPickColorCube-v1, FakeEnv for every other task."""
+    return GroundingFakeEnv(task, **kwargs) if task == "DualArmPickColorCube-v1" else FakeEnv(task, **kwargs)
+
+
+class RedPolicy(GoalPolicy):
+    """Ignores the instruction: always goes to the red goal's position (an instruction-blind policy)."""
+
+    def predict_action_chunk(self, obs: Observation) -> np.ndarray:
+        row = np.asarray(obs.proprio, np.float32).copy()
+        row[:, 0] = GroundingFakeEnv.POSITIONS["red"]
+        return np.repeat(row[:, None, :], self.metadata.chunk_size, axis=1).astype(np.float32)
+
+
+def make_red_policy(**kwargs) -> RedPolicy:
+    return RedPolicy(**kwargs)

@@ -42,6 +42,7 @@ def test_scripted_metadata() -> None:
         "TwoRobotStackCube-v1",
         "DualArmLiftBar-v1",
         "DualArmPlaceShoe-v1",
+        "DualArmPickColorCube-v1",
     }
     with pytest.raises(ValueError, match="privileged"):
         policy.predict_action_chunk(_obs())

@@ -1,0 +1,220 @@
+"""One tiny VLA for several tasks, and does it follow its instruction? -> benchmarks/results/multitask.json + .png
+
+    python -m benchmarks.bench_multitask --run runs/demo-multitask --blind runs/demo-multitask-blind \
+        --data data/multitask/DualArmLiftBar-v1 data/multitask/DualArmPlaceShoe-v1 \
+        data/multitask/DualArmPickColorCube-v1 [--seeds 100000:100050] [--curve-seeds 100000:100020] \
+        [--curve-steps 1000 2000 3000 4000] [--workers 2]
+
+What it runs (every number comes from `vla bench` folders under --results, resumable, commands recorded):
+  * the final checkpoint of --run on every task it was trained on, --seeds, ``--instruction-split both``:
+    success per task with seen and with unseen phrasings (same seeds, paired McNemar seen vs unseen);
+  * the grounding task(s) with ``--counterfactual`` for --run and for --blind (the same recipe trained with
+    ``--constant-instruction``): did-as-told vs did-the-other-goal rates, and the paired McNemar test between
+    the two checkpoints over the same (seed, goal) pairs (``harness.compare``);
+  * the success-vs-steps curve: each --curve-steps checkpoint on every task, --curve-seeds, seen phrasings.
+Training minutes come from each run's metrics.jsonl (``bench_quality.training_minutes``), recording minutes from
+each --data folder's dataset.json (created_at -> updated_at).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.bench_quality import bench, checkpoint_step, table, training_minutes
+from benchmarks.common import result_header, write_result
+from envs.specs import get_task
+from harness.compare import compare_runs, comparison_to_dict
+from harness.review_data import load_run
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True, help="the multi-task `vla train` run folder")
+    p.add_argument("--blind", type=Path, required=True, help="the same recipe with --constant-instruction")
+    p.add_argument("--data", type=Path, nargs="+", default=[], help="the demo folders (recording time)")
+    p.add_argument("--results", type=Path, default=Path("results/multitask"))
+    p.add_argument("--seeds", default="100000:100050")
+    p.add_argument("--curve-seeds", default="100000:100020")
+    p.add_argument("--curve-steps", type=int, nargs="*", default=[1000, 2000, 3000, 4000])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS / "multitask.json")
+    return p.parse_args(argv)
+
+
+def trained_tasks(run: Path) -> list[str]:
+    """The tasks a run's last checkpoint was trained on (config.json ``data.tasks``), in task-table order.
+
+    Raises:
+        SystemExit: no checkpoint, or a task that is not in the task table.
+    """
+    config = run / "checkpoints" / "last" / "config.json"
+    if not config.is_file():
+        raise SystemExit(f"{run}: no checkpoints/last/config.json: is it a finished `vla train` run?")
+    tasks = json.loads(config.read_text())["data"]["tasks"]
+    for task in tasks:
+        get_task(task)
+    return tasks
+
+
+def recording_minutes(folders: list[Path]) -> dict:
+    """{folder task: minutes from dataset.json created_at to updated_at} (wall clock of `vla demos`)."""
+    out = {}
+    for folder in folders:
+        meta = json.loads((folder / "dataset.json").read_text())
+        span = datetime.datetime.fromisoformat(meta["updated_at"]) - datetime.datetime.fromisoformat(meta["created_at"])
+        out[meta["task"]] = {
+            "minutes": round(span.total_seconds() / 60, 1),
+            "episodes": len(meta["episodes"]),
+            "attempts": meta.get("attempts"),
+            "failures": meta.get("failures"),
+        }
+    return out
+
+
+def split_rows(results: dict, tasks: list[str]) -> dict:
+    """{task: {"seen": row, "unseen": row, "mcnemar_seen_vs_unseen": p}} of a --instruction-split both run."""
+    from harness.metrics import mcnemar_exact
+
+    records = [json.loads(line) for line in Path(results["_folder"], "episodes.jsonl").read_text().splitlines()]
+    rows = {}
+    for task in tasks:
+        by = {
+            s: {
+                r["seed"]: bool(r["success_once"])
+                for r in records
+                if r["task"] == f"{task}@{s}" and r["status"] == "ok"
+            }
+            for s in ("seen", "unseen")
+        }
+        shared = sorted(by["seen"].keys() & by["unseen"].keys())
+        b = sum(by["seen"][s] and not by["unseen"][s] for s in shared)
+        c = sum(by["unseen"][s] and not by["seen"][s] for s in shared)
+        rows[task] = {s: table(results)[f"{task}@{s}"] for s in ("seen", "unseen")}
+        rows[task]["mcnemar_seen_vs_unseen"] = {"pairs": len(shared), "b": b, "c": c, "p_value": mcnemar_exact(b, c)}
+    return rows
+
+
+def _bench(policy: str, tasks: list[str], seeds: str, out: Path, extra: list[str], commands: list[str]) -> dict:
+    res, cmd = bench(policy, tasks, seeds, out, extra)
+    commands.append(cmd)
+    return {**res, "_folder": str(out)}
+
+
+def curve_points(args: argparse.Namespace, tasks: list[str], commands: list[str]) -> list[dict]:
+    """Per-task success at each --curve-steps checkpoint on --curve-seeds (seen phrasings)."""
+    points = []
+    for step in args.curve_steps:
+        ckpt = args.run / "checkpoints" / f"step_{step}"
+        if not ckpt.is_dir():
+            raise SystemExit(f"--curve-steps {step}: {ckpt} does not exist")
+        res = _bench(
+            f"checkpoint:{ckpt}",
+            tasks,
+            args.curve_seeds,
+            args.results / f"curve-{ckpt.name}",
+            ["--workers", str(args.workers)],
+            commands,
+        )
+        points.append({"step": checkpoint_step(ckpt), "seeds": args.curve_seeds, "per_task": table(res)})
+    return points
+
+
+def plot(path: Path, curve: list[dict], final: dict, tasks: list[str]) -> None:
+    """Success vs training steps per task (Wilson whiskers); the final point is the 50-seed seen row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for task in tasks:
+        pts = [(c["step"], c["per_task"][task]) for c in curve] + [(final["step"], final["rows"][task]["seen"])]
+        rates = [r["success_rate"] for _, r in pts]
+        err = [[v - r["ci95"][0] for v, (_, r) in zip(rates, pts)], [r["ci95"][1] - v for v, (_, r) in zip(rates, pts)]]
+        ax.errorbar([s for s, _ in pts], rates, yerr=err, marker="o", capsize=3, label=task.replace("-v1", ""))
+    ax.set(
+        title="one tiny VLA, three tasks: success vs training steps",
+        xlabel="training step",
+        ylabel="success rate (seen phrasings)",
+        ylim=(-0.02, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or resume) every benchmark, then write --out and its .png; returns 0.
+
+    Raises:
+        SystemExit: a run without a finished checkpoint, a missing curve checkpoint, no grounding task.
+        subprocess.CalledProcessError: a `vla bench` run failed (--out is only written at the end).
+    """
+    args = _parse_args(argv)
+    tasks = trained_tasks(args.run)
+    grounding = [t for t in tasks if get_task(t).goals]
+    if not grounding:
+        raise SystemExit(f"{args.run} was trained on {tasks}: none of them is a grounding task")
+    last = f"checkpoint:{args.run / 'checkpoints' / 'last'}"
+    workers, commands = ["--workers", str(args.workers)], []
+    main_res = _bench(
+        last, tasks, args.seeds, args.results / "final-both-splits", ["--instruction-split", "both", *workers], commands
+    )
+    counterfactual = {}
+    for name, run in (("instructed", args.run), ("instruction_blind", args.blind)):
+        res = _bench(
+            f"checkpoint:{run / 'checkpoints' / 'last'}",
+            grounding,
+            args.seeds,
+            args.results / f"counterfactual-{name}",
+            ["--counterfactual", *workers],
+            commands,
+        )
+        counterfactual[name] = res["grounding"]
+    comp = compare_runs(
+        load_run(args.results / "counterfactual-instructed"),
+        load_run(args.results / "counterfactual-instruction_blind"),
+    )
+    curve = curve_points(args, tasks, commands)
+    final_step = json.loads((args.run / "checkpoints" / "last" / "config.json").read_text())["step"]
+    final = {"step": final_step, "seeds": args.seeds, "rows": split_rows(main_res, tasks)}
+    payload = {
+        **result_header(
+            "one tiny VLA for several tasks: per task x instruction split, counterfactual "
+            "grounding vs an instruction-blind baseline, success vs steps",
+            "benchmarks.bench_multitask",
+            argv,
+        ),
+        "tasks": tasks,
+        "seeds": args.seeds,
+        "training": {
+            "instructed": {**training_minutes(args.run), "run": str(args.run)},
+            "instruction_blind": {**training_minutes(args.blind), "run": str(args.blind)},
+        },
+        "recording": recording_minutes(args.data),
+        "final": final,
+        "counterfactual": counterfactual,
+        "instructed_vs_blind": comparison_to_dict(comp),
+        "curve": curve,
+        "commands": commands,
+    }
+    write_result(args.out, payload)
+    plot(args.out.with_suffix(".png"), curve, final, tasks)
+    for task, row in final["rows"].items():
+        print(
+            f"{task}: seen {row['seen']['successes']}/{row['seen']['episodes']}, "
+            f"unseen {row['unseen']['successes']}/{row['unseen']['episodes']}"
+        )
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
