@@ -162,11 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     grounding = [t for t in tasks if get_task(t).goals]
     if not grounding:
         raise SystemExit(f"{args.run} was trained on {tasks}: none of them is a grounding task")
+    final_step = json.loads((args.run / "checkpoints" / "last" / "config.json").read_text())["step"]
+    trained_tasks(args.blind)
+    blind_step = json.loads((args.blind / "checkpoints" / "last" / "config.json").read_text())["step"]
+    if blind_step != final_step:
+        raise SystemExit(f"--blind {args.blind} is at step {blind_step}, --run at {final_step}: train both to the end")
     last = f"checkpoint:{args.run / 'checkpoints' / 'last'}"
     workers, commands = ["--workers", str(args.workers)], []
     main_res = _bench(
         last, tasks, args.seeds, args.results / "final-both-splits", ["--instruction-split", "both", *workers], commands
     )
+    curve = curve_points(args, tasks, commands)
     counterfactual = {}
     for name, run in (("instructed", args.run), ("instruction_blind", args.blind)):
         res = _bench(
@@ -182,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
         load_run(args.results / "counterfactual-instructed"),
         load_run(args.results / "counterfactual-instruction_blind"),
     )
-    curve = curve_points(args, tasks, commands)
-    final_step = json.loads((args.run / "checkpoints" / "last" / "config.json").read_text())["step"]
     final = {"step": final_step, "seeds": args.seeds, "rows": split_rows(main_res, tasks)}
     payload = {
         **result_header(

@@ -2,7 +2,8 @@
 
 One run -> OUT/index.html: title (policy, date), per-task table (episodes, successes, success rate, Wilson 95 %
 interval, errors, timeouts, mean episode length, overall row), task/outcome filters (small inline JS, no network)
-and a card per episode (task, seed, instruction, outcome badge, length, video or placeholder).
+and a card per episode (task or task variant, e.g. ``TASK@unseen@goal-red``, seed, instruction, outcome badge, a
+"did the other goal" badge on grounding tasks, length, video or placeholder).
 Two runs -> OUT/compare.html: both tables, the paired McNemar table of ``harness.compare``, one row per shared
 (task, seed) with run A and run B side by side, then the episodes found in one run only, marked as unpaired.
 
@@ -43,6 +44,7 @@ class Card:
     video_type: str
     video_note: str | None
     side: str = ""
+    other_goal: bool = False
 
 
 def video_source(run: Run, episode: EpisodeRecord, html_dir: Path) -> tuple[str | None, str | None]:
@@ -80,6 +82,7 @@ def make_card(run: Run, episode: EpisodeRecord, html_dir: Path, side: str = "") 
         video_type=video_type,
         video_note=note,
         side=side,
+        other_goal=bool(episode.other_goal),
     )
 
 

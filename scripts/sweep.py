@@ -8,6 +8,10 @@ recipe.yaml --data DATA --out run`` -> ``bench.yaml`` -> ``vla bench --config be
 variant whether training and the benchmark finished and the training wall time (seconds of every attempt; an
 attempt cut by a kill is counted up to its last logged step from the run's metrics.jsonl).
 
+``--executor ray``: the variants run at once as Ray tasks (``scripts.sweep_ray``), each its train -> bench ->
+gallery commands on a node with ``--cpus-per-variant`` free CPUs; this process stays the only writer of
+sweep.json. Nodes must see OUT and the data at the same paths (a shared file system).
+
 Resumable at the step level: ``--resume`` skips finished variants, continues a cut training from its newest
 complete checkpoint (``vla train --resume``) and a cut benchmark from its last episode (``vla bench
 --resume``). A resumed sweep must have the same spec digest. Child commands die with the sweep (Linux
@@ -43,7 +47,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_command(cmd: list[str], dry_run: bool = False) -> float:
+def run_command(cmd: list[str], dry_run: bool = False, cwd: str | None = None) -> float:
     """Print ``cmd`` as the user would type it and run it (output streams through); returns its wall seconds.
 
     Raises:
@@ -54,7 +58,7 @@ def run_command(cmd: list[str], dry_run: bool = False) -> float:
     if dry_run:
         return 0.0
     start = time.perf_counter()
-    done = subprocess.run(cmd, preexec_fn=_die_with_parent)
+    done = subprocess.run(cmd, preexec_fn=_die_with_parent, cwd=cwd)
     if done.returncode != 0:
         raise RuntimeError(
             f"`{shlex.join(shown)}` failed (exit code {done.returncode}); fix it and rerun with --resume"
@@ -132,6 +136,14 @@ class Sweep:
         run_command(args + ([] if self.cfg.progress else ["--no-progress"]), self.cfg.dry_run)
 
     def train(self, name: str) -> None:
+        """Train variant ``name`` (or skip it when finished); see the module docstring."""
+        cmd = self.train_command(name)
+        if cmd is not None:
+            self.trained(name, run_command(cmd, self.cfg.dry_run))
+
+    def train_command(self, name: str) -> list[str] | None:
+        """The `vla train` command of variant ``name`` (its recipe.yaml written, the attempt's start recorded),
+        or None when it is already trained."""
         folder = self.out / "variants" / name
         state = self.state["variants"][name]
         recipe = self.spec.variants[name]["train"]
@@ -152,17 +164,35 @@ class Sweep:
         state["attempt_started"] = time.time()
         self.save()
         print(f"== {name}: train")
-        state["train_s"] += run_command(cmd, self.cfg.dry_run)
+        return cmd
+
+    def trained(self, name: str, seconds: float) -> None:
+        """Record that variant ``name``'s training finished after ``seconds``."""
+        state = self.state["variants"][name]
+        run_dir = self.out / "variants" / name / "run"
+        state["train_s"] += seconds
         state.update(trained=True, attempt_started=None, step=trained_step(run_dir))
         self.save()
 
     def bench(self, name: str) -> None:
+        """Benchmark variant ``name`` (or skip it when finished), then build its gallery."""
+        cmd = self.bench_command(name)
+        if cmd is not None:
+            self.benched(name, run_command(cmd, self.cfg.dry_run))
+            run_command(self.gallery_command(name), self.cfg.dry_run)
+
+    def gallery_command(self, name: str) -> list[str]:
+        """`vla gallery` of variant ``name``'s benchmark folder."""
+        return [*VLA, "gallery", str(self.out / "variants" / name / "bench")]
+
+    def bench_command(self, name: str) -> list[str] | None:
+        """The `vla bench` command of variant ``name`` (bench.yaml written), or None when it is benchmarked."""
         folder = self.out / "variants" / name
         state = self.state["variants"][name]
         out = folder / "bench"
         if state["benched"] and (out / "results.json").exists():
             print(f"== {name}: benchmarked, skipped")
-            return
+            return None
         flags_ = {
             **self.spec.variants[name]["bench"],
             "policy": f"checkpoint:{folder / 'run' / 'checkpoints' / 'last'}",
@@ -170,10 +200,14 @@ class Sweep:
         flags_.update(out=str(out), resume=(out / "episodes.jsonl").exists(), progress=self.cfg.progress)
         _yaml(folder / "bench.yaml", flags_) if not self.cfg.dry_run else None
         print(f"== {name}: benchmark")
-        state["bench_s"] += run_command([*VLA, "bench", "--config", str(folder / "bench.yaml")], self.cfg.dry_run)
+        return [*VLA, "bench", "--config", str(folder / "bench.yaml")]
+
+    def benched(self, name: str, seconds: float) -> None:
+        """Record that variant ``name``'s benchmark finished after ``seconds``."""
+        state = self.state["variants"][name]
+        state["bench_s"] += seconds
         state["benched"] = True
         self.save()
-        run_command([*VLA, "gallery", str(out)], self.cfg.dry_run)
 
     def run(self) -> int:
         from scripts.sweep_report import write_report
@@ -181,7 +215,11 @@ class Sweep:
         self.load_state()
         self.record_demos()
         chosen = [n for n in self.spec.variants if not self.cfg.only or n in self.cfg.only]
-        for i, name in enumerate(chosen, 1):
+        if self.cfg.executor == "ray" and not self.cfg.dry_run:
+            from scripts.sweep_ray import run_variants_on_ray
+
+            run_variants_on_ray(self, chosen)
+        for i, name in enumerate(chosen, 1):  # with Ray: only prints that every variant is done
             print(f"\n=== variant {i}/{len(chosen)}: {name}")
             self.train(name)
             self.bench(name)

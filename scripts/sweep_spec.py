@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -147,8 +147,18 @@ class SweepConfig:
     """Print the commands of every step and exit."""
     progress: bool = True
     """Show the progress bars of `vla train` and `vla bench`."""
+    executor: Literal["local", "ray"] = "local"
+    """Where variants run: local (one after another) or ray (at once, one Ray task per variant; shared file system)."""
+    ray_address: str | None = None
+    """With --executor ray: auto or HOST:PORT joins a running cluster (default: start Ray on this machine)."""
+    cpus_per_variant: int = 2
+    """With --executor ray: CPUs reserved per variant (match the recipe's threads + data workers)."""
 
     def __post_init__(self) -> None:
         self.spec, self.out = Path(self.spec), Path(self.out)
+        if self.cpus_per_variant < 1:
+            raise ValueError(f"cpus_per_variant must be >= 1, got {self.cpus_per_variant}")
+        if self.executor != "ray" and self.ray_address is not None:
+            raise ValueError("--ray-address needs --executor ray")
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"out: {self.out} exists and is not a folder")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,19 +29,3 @@ def run_fake() -> Callable[..., tuple[int, list[dict], dict]]:
         return code, records, results
 
     return _run
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray instance for the test session (2 CPUs, no dashboard); its workers import the test fakes."""
-    ray = pytest.importorskip("ray")
-    here = str(Path(__file__).parent)
-    repo = str(Path(__file__).resolve().parents[2])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([here, repo])}},
-    )
-    yield ray
-    ray.shutdown()

@@ -83,3 +83,16 @@ def test_plain_runs_keep_bare_task_names_and_resume_checks_the_variant_settings(
     assert all(r["instruction"].endswith("(unseen)") for r in records if r["task"] == PICK)
     with pytest.raises(ValueError, match="counterfactual: was False, now True"):
         _run(tmp_path / "plain", instruction_split="unseen", counterfactual=True, resume=True)
+
+
+def test_gallery_cards_name_the_variant_and_flag_the_other_goal(tmp_path) -> None:
+    from harness.gallery import build_gallery
+
+    _run(tmp_path / "blind", policy=make_red_policy, counterfactual=True)
+    page = build_gallery(tmp_path / "blind").read_text()
+    cards = page.split("<article")[1:]
+    blue = [c for c in cards if f'data-task="{PICK}@goal-blue"' in c]
+    red = [c for c in cards if f'data-task="{PICK}@goal-red"' in c]
+    assert len(blue) == len(red) == 4
+    assert all("did the other goal" in c and "lift the blue cube" in c for c in blue)
+    assert not any("did the other goal" in c for c in red)

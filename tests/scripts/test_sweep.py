@@ -163,3 +163,39 @@ def test_a_killed_sweep_resumes_without_redoing_finished_variants(tmp_path: Path
         assert (out / name).stat().st_size > 100
     assert "| flow |" in (out / "report.md").read_text()
     assert (out / "variants" / "flow" / "bench" / "index.html").exists(), "each variant has its gallery"
+
+
+def _log_span(run: Path) -> tuple[float, float]:
+    times = [json.loads(line)["time"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return min(times), max(times)
+
+
+@pytest.mark.slow
+def test_variants_run_at_once_as_ray_tasks(tmp_path: Path, ray_cluster, monkeypatch) -> None:
+    data = write_dataset(tmp_path / "data", episodes=3)
+    spec_path = _write_spec(tmp_path, data)
+    raw = yaml.safe_load(spec_path.read_text())
+    slow = {"steps": 12, "log_every": 1, "save_every": 12}  # long enough for the two trainings to overlap
+    raw["variants"] = {"l1": {"train": slow}, "flow": {"train": {**slow, "action_head": "flow", "flow_steps": 2}}}
+    spec_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "out"
+    cfg = SweepConfig(spec=spec_path, out=out, progress=False, executor="ray", cpus_per_variant=1)
+    assert Sweep(cfg, load_sweep(spec_path)).run() == 0
+    state = _state(out)["variants"]
+    assert all(v["trained"] and v["benched"] and v["train_s"] > 0 and v["step"] == 12 for v in state.values())
+    (a0, a1), (b0, b1) = (_log_span(out / "variants" / n / "run") for n in ("l1", "flow"))
+    assert a0 < b1 and b0 < a1, "the two variants trained at the same time"
+    report = json.loads((out / "report.json").read_text())
+    assert {r["variant"] for r in report["variants"]} == {"l1", "flow"} and report["missing"] == []
+    assert (out / "variants" / "flow" / "bench" / "index.html").exists()
+    # a resumed Ray sweep has nothing left to do
+    resumed = SweepConfig(spec=spec_path, out=out, progress=False, executor="ray", cpus_per_variant=1, resume=True)
+    assert Sweep(resumed, load_sweep(spec_path)).run() == 0
+
+
+def test_ray_sweep_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cpus_per_variant"):
+        SweepConfig(spec=tmp_path / "s.yaml", out=tmp_path / "o", executor="ray", cpus_per_variant=0)
+    with pytest.raises(ValueError, match="needs --executor ray"):
+        SweepConfig(spec=tmp_path / "s.yaml", out=tmp_path / "o", ray_address="auto")
