@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.ray_executor import connect, import_ray
+from scripts.commands import run_command
 
 
 def variant_job(commands: Sequence[Sequence[str] | None], cwd: str) -> list[float]:
     """Run the commands of one variant in order in ``cwd`` (None entries are skipped: a step already done);
     returns the wall seconds of each (0.0 for a skipped one). Raises RuntimeError from the first failing one."""
-    from scripts.sweep import run_command
-
     return [run_command(list(cmd), cwd=cwd) if cmd else 0.0 for cmd in commands]
 
 
