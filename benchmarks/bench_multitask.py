@@ -8,9 +8,10 @@
 What it runs (every number comes from `vla bench` folders under --results, resumable, commands recorded):
   * the final checkpoint of --run on every task it was trained on, --seeds, ``--instruction-split both``:
     success per task with seen and with unseen phrasings (same seeds, paired McNemar seen vs unseen);
-  * the grounding task(s) with ``--counterfactual`` for --run and for --blind (the same recipe trained with
-    ``--constant-instruction``): did-as-told vs did-the-other-goal rates, and the paired McNemar test between
-    the two checkpoints over the same (seed, goal) pairs (``harness.compare``);
+  * the grounding task(s) with ``--counterfactual`` for the final checkpoint of --run (did-as-told vs
+    did-the-other-goal rates), and for --run and --blind (the same recipe trained with ``--constant-instruction``)
+    at the same step (``--compare-step``, default their last) on ``--compare-seeds``, with the paired McNemar test
+    between the two checkpoints over the same (seed, goal) pairs (``harness.compare``);
   * the success-vs-steps curve: each --curve-steps checkpoint on every task, --curve-seeds, seen phrasings.
 Training minutes come from each run's metrics.jsonl (``bench_quality.training_minutes``), recording minutes from
 each --data folder's dataset.json (created_at -> updated_at).
@@ -42,6 +43,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="100000:100050")
     p.add_argument("--curve-seeds", default="100000:100020")
     p.add_argument("--curve-steps", type=int, nargs="*", default=[1000, 2000, 3000, 4000])
+    p.add_argument(
+        "--compare-step",
+        type=int,
+        default=None,
+        help="compare instructed vs blind at this checkpoint step of both runs (default: their last, equal steps)",
+    )
+    p.add_argument("--compare-seeds", default=None, help="seeds of that comparison (default: --seeds)")
+    p.add_argument(
+        "--final-steps",
+        type=int,
+        nargs="*",
+        default=None,
+        help="checkpoints benchmarked in full (both splits + counterfactual on --seeds; default: the last one)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "multitask.json")
     return p.parse_args(argv)
@@ -125,8 +140,9 @@ def curve_points(args: argparse.Namespace, tasks: list[str], commands: list[str]
     return points
 
 
-def plot(path: Path, curve: list[dict], final: dict, tasks: list[str]) -> None:
-    """Success vs training steps per task (Wilson whiskers); the final point is the 50-seed seen row."""
+def plot(path: Path, curve: list[dict], finals: list[dict], tasks: list[str]) -> None:
+    """Success vs training steps per task (Wilson whiskers): the curve points (--curve-seeds) and the fully
+    benchmarked checkpoints (--seeds, seen phrasings)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +150,8 @@ def plot(path: Path, curve: list[dict], final: dict, tasks: list[str]) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for task in tasks:
-        pts = [(c["step"], c["per_task"][task]) for c in curve] + [(final["step"], final["rows"][task]["seen"])]
+        pts = [(c["step"], c["per_task"][task]) for c in curve] + [(f["step"], f["rows"][task]["seen"]) for f in finals]
+        pts.sort(key=lambda p: p[0])
         rates = [r["success_rate"] for _, r in pts]
         err = [[v - r["ci95"][0] for v, (_, r) in zip(rates, pts)], [r["ci95"][1] - v for v, (_, r) in zip(rates, pts)]]
         ax.errorbar([s for s, _ in pts], rates, yerr=err, marker="o", capsize=3, label=task.replace("-v1", ""))
@@ -150,11 +167,37 @@ def plot(path: Path, curve: list[dict], final: dict, tasks: list[str]) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _step_of(run: Path, step: int | None) -> tuple[Path, int]:
+    """(checkpoint folder, its step): ``step_N`` for ``step``, else ``last``. SystemExit when it is missing."""
+    ckpt = run / "checkpoints" / (f"step_{step}" if step is not None else "last")
+    config = ckpt / "config.json"
+    if not config.is_file():
+        raise SystemExit(f"{ckpt}: no such checkpoint (config.json missing)")
+    return ckpt, int(json.loads(config.read_text())["step"])
+
+
+def grounding_comparison(args: argparse.Namespace, grounding: list[str], commands: list[str]) -> dict:
+    """Counterfactual runs of the instructed and the blind checkpoint at the same step, and their paired test."""
+    (ckpt_a, step_a), (ckpt_b, step_b) = _step_of(args.run, args.compare_step), _step_of(args.blind, args.compare_step)
+    if step_a != step_b:
+        raise SystemExit(f"--run is at step {step_a}, --blind at {step_b}: compare equal steps (--compare-step N)")
+    seeds = args.compare_seeds or args.seeds
+    flags = ["--counterfactual", "--workers", str(args.workers)]
+    out: dict = {"step": step_a, "seeds": seeds}
+    folders = {name: args.results / f"compare-{name}-step_{step_a}" for name in ("instructed", "instruction_blind")}
+    for name, ckpt in (("instructed", ckpt_a), ("instruction_blind", ckpt_b)):
+        out[name] = _bench(f"checkpoint:{ckpt}", grounding, seeds, folders[name], flags, commands)["grounding"]
+    comp = compare_runs(load_run(folders["instructed"]), load_run(folders["instruction_blind"]))
+    out["paired"] = comparison_to_dict(comp)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run (or resume) every benchmark, then write --out and its .png; returns 0.
 
     Raises:
-        SystemExit: a run without a finished checkpoint, a missing curve checkpoint, no grounding task.
+        SystemExit: a run without a finished checkpoint, a missing curve / comparison checkpoint, no grounding
+            task (all before any benchmark runs, except a missing curve checkpoint).
         subprocess.CalledProcessError: a `vla bench` run failed (--out is only written at the end).
     """
     args = _parse_args(argv)
@@ -162,33 +205,39 @@ def main(argv: list[str] | None = None) -> int:
     grounding = [t for t in tasks if get_task(t).goals]
     if not grounding:
         raise SystemExit(f"{args.run} was trained on {tasks}: none of them is a grounding task")
-    final_step = json.loads((args.run / "checkpoints" / "last" / "config.json").read_text())["step"]
-    trained_tasks(args.blind)
-    blind_step = json.loads((args.blind / "checkpoints" / "last" / "config.json").read_text())["step"]
-    if blind_step != final_step:
-        raise SystemExit(f"--blind {args.blind} is at step {blind_step}, --run at {final_step}: train both to the end")
-    last = f"checkpoint:{args.run / 'checkpoints' / 'last'}"
+    _, last_step = _step_of(args.run, None)
+    steps = sorted(args.final_steps or [last_step])
+    ckpts = [_step_of(args.run, step)[0] for step in steps]
+    _step_of(args.run, args.compare_step), _step_of(args.blind, args.compare_step)
     workers, commands = ["--workers", str(args.workers)], []
-    main_res = _bench(
-        last, tasks, args.seeds, args.results / "final-both-splits", ["--instruction-split", "both", *workers], commands
-    )
-    curve = curve_points(args, tasks, commands)
-    counterfactual = {}
-    for name, run in (("instructed", args.run), ("instruction_blind", args.blind)):
+    by_step = {}
+    for step, ckpt in zip(steps, ckpts):
         res = _bench(
-            f"checkpoint:{run / 'checkpoints' / 'last'}",
+            f"checkpoint:{ckpt}",
+            tasks,
+            args.seeds,
+            args.results / f"step_{step}-both-splits",
+            ["--instruction-split", "both", *workers],
+            commands,
+        )
+        told = _bench(
+            f"checkpoint:{ckpt}",
             grounding,
             args.seeds,
-            args.results / f"counterfactual-{name}",
+            args.results / f"counterfactual-instructed-step_{step}",
             ["--counterfactual", *workers],
             commands,
         )
-        counterfactual[name] = res["grounding"]
-    comp = compare_runs(
-        load_run(args.results / "counterfactual-instructed"),
-        load_run(args.results / "counterfactual-instruction_blind"),
-    )
-    final = {"step": final_step, "seeds": args.seeds, "rows": split_rows(main_res, tasks)}
+        by_step[step] = {
+            "step": step,
+            "seeds": args.seeds,
+            "rows": split_rows(res, tasks),
+            "counterfactual": told["grounding"],
+        }
+    curve = curve_points(args, tasks, commands)
+    comparison = grounding_comparison(args, grounding, commands)
+    final = by_step[steps[-1]]
+    blind_run = {**training_minutes(args.blind), "run": str(args.blind), "compared_step": comparison["step"]}
     payload = {
         **result_header(
             "one tiny VLA for several tasks: per task x instruction split, counterfactual "
@@ -200,17 +249,17 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "training": {
             "instructed": {**training_minutes(args.run), "run": str(args.run)},
-            "instruction_blind": {**training_minutes(args.blind), "run": str(args.blind)},
+            "instruction_blind": blind_run,
         },
         "recording": recording_minutes(args.data),
         "final": final,
-        "counterfactual": counterfactual,
-        "instructed_vs_blind": comparison_to_dict(comp),
+        "by_step": list(by_step.values()),
+        "instructed_vs_blind": comparison,
         "curve": curve,
         "commands": commands,
     }
     write_result(args.out, payload)
-    plot(args.out.with_suffix(".png"), curve, final, tasks)
+    plot(args.out.with_suffix(".png"), curve, list(by_step.values()), tasks)
     for task, row in final["rows"].items():
         print(
             f"{task}: seen {row['seen']['successes']}/{row['seen']['episodes']}, "

@@ -195,6 +195,8 @@ def prepare_out(cfg: BenchConfig, run: ResolvedRun) -> list[EpisodeRecord]:
     if cfg.resume and previous.exists():
         old = json.loads(previous.read_text())
         diff = [k for k in _OUTCOME_FIELDS if old.get(k) != run.outcome_config.get(k)]
+        if "policy" in diff and _same_weights(old, run.outcome_config):
+            diff.remove("policy")
         if old.get(_WEIGHTS_FIELD) and old[_WEIGHTS_FIELD] != run.outcome_config.get(_WEIGHTS_FIELD):
             diff.append(_WEIGHTS_FIELD)
         if diff:
@@ -210,6 +212,20 @@ def prepare_out(cfg: BenchConfig, run: ResolvedRun) -> list[EpisodeRecord]:
         records = kept
     write_json_atomic(previous, run.outcome_config)
     return records
+
+
+def _same_weights(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Two ``checkpoint:`` specs that name the same weights (equal digests) with the same options (``?dtype=``):
+    e.g. ``RUN/checkpoints/last`` then ``RUN/checkpoints/step_N`` after more training moved ``last``."""
+    a, b = str(old.get("policy", "")), str(new.get("policy", ""))
+    digest = old.get(_WEIGHTS_FIELD)
+    return (
+        a.startswith("checkpoint:")
+        and b.startswith("checkpoint:")
+        and a.partition("?")[2] == b.partition("?")[2]
+        and digest is not None
+        and digest == new.get(_WEIGHTS_FIELD)
+    )
 
 
 def _progress(cfg: BenchConfig, total: int, initial: int):

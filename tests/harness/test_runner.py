@@ -211,3 +211,25 @@ def test_num_envs_without_cuda_is_refused_before_any_episode(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="needs ManiSkill's GPU simulator"):
         run_bench(fake_config(tmp_path / "o", num_envs=2), policy_factory=make_goal_policy)
     assert not (tmp_path / "o" / "episodes.jsonl").exists()
+
+
+def test_resume_accepts_another_path_to_the_same_checkpoint_weights(tmp_path: Path, run_fake) -> None:
+    out = tmp_path / "o"
+    factory = functools.partial(_WeightsPolicy, "aaa")
+    run_fake(out, seeds="0:2", policy="checkpoint:RUN/checkpoints/last", policy_factory=factory)
+    # `last` moved on after more training: the same weights are now reached as step_N
+    _, records, _ = run_fake(
+        out, seeds="0:3", resume=True, policy="checkpoint:RUN/checkpoints/step_5", policy_factory=factory
+    )
+    assert len(records) == 2 * 3
+    with pytest.raises(ValueError, match="policy: was"):  # other inference options are another policy
+        run_fake(
+            out,
+            seeds="0:3",
+            resume=True,
+            policy="checkpoint:RUN/checkpoints/step_5?dtype=bfloat16",
+            policy_factory=factory,
+        )
+    other = functools.partial(_WeightsPolicy, "bbb")
+    with pytest.raises(ValueError, match="policy_sha256"):
+        run_fake(out, seeds="0:3", resume=True, policy="checkpoint:RUN/checkpoints/step_6", policy_factory=other)
