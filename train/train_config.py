@@ -61,6 +61,7 @@ RESUME_FREE_FIELDS = frozenset(
     {
         "out",
         "steps",
+        "lr_milestones",
         "log_every",
         "save_every",
         "keep_last",
@@ -79,7 +80,9 @@ RESUME_FREE_FIELDS = frozenset(
 )
 """Flags that may differ between a run and its ``--resume``: everything else changes the run and is refused.
 ``steps`` may grow; the lr schedule follows the new ``steps`` (a warning says when that changes the lr of steps
-already done, e.g. default multistep milestones or cosine, so the result differs from an uninterrupted run)."""
+already done, e.g. default multistep milestones or cosine, so the result differs from an uninterrupted run).
+``lr_milestones`` may change too, so that a run extended with more ``steps`` keeps the decay it had (the same
+warning fires when the new milestones change the lr of steps already done)."""
 LEGACY_FLAGS = {"eval_every": "bench_every", "eval_benchmark": "benchmark"}
 """Old flag name -> current one, for config files and checkpoints written before the rename."""
 

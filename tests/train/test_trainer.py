@@ -322,6 +322,21 @@ def test_extending_steps_warns_when_it_changes_the_finished_schedule(tmp_path, d
     assert result.step == 3
 
 
+def test_extending_steps_can_keep_the_decay_it_had(tmp_path, data3):
+    run = tmp_path / "run"
+    _quiet_train(micro_config(data3, run, steps=5, warmup_steps=0))  # default milestone: 80 % of 5 = step 4
+    from train.trainer import train
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*lr schedule.*")  # same lr for the steps done: no warning
+        warnings.filterwarnings("ignore", message=".*global batch")
+        result = train(micro_config(data3, run, steps=7, warmup_steps=0, lr_milestones=(4,), resume=True))
+    assert result.step == 7
+    with pytest.warns(UserWarning, match="lr schedule of steps already trained"):
+        warnings.filterwarnings("ignore", message=".*global batch")
+        train(micro_config(data3, run, steps=9, warmup_steps=0, lr_milestones=(2,), resume=True))
+
+
 def test_wandb_without_the_package_is_a_clear_error(tmp_path):
     import importlib.util
 
