@@ -43,8 +43,12 @@ from harness.rollout import RunSettings, failed_record
 from harness.runner import EpisodeRunner, WorkItem
 from harness.video import OUTCOMES, video_name
 
-MAX_IN_FLIGHT = 2
-"""Calls queued per actor: one running, one waiting, so an actor never idles for a driver round trip."""
+MAX_IN_FLIGHT = 1
+"""Calls queued per actor. One, so that an actor's death is always charged to the item it was running: with two
+queued, Ray may fail the first call too when the actor dies right after finishing it (its result lost with the
+actor), which charged the innocent item and let the culprit run a third time (seen in the test suite). The
+cost is one driver round trip (milliseconds) per episode of seconds; videos still encode while the next item
+runs (``run`` returns the previous item's records)."""
 MAX_ITEM_DEATHS = 2
 """Actor deaths an item may cause: the first is retried on a new actor, the second records the item as error."""
 MAX_START_FAILURES = 3
