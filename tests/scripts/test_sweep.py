@@ -165,11 +165,6 @@ def test_a_killed_sweep_resumes_without_redoing_finished_variants(tmp_path: Path
     assert (out / "variants" / "flow" / "bench" / "index.html").exists(), "each variant has its gallery"
 
 
-def _log_span(run: Path) -> tuple[float, float]:
-    times = [json.loads(line)["time"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return min(times), max(times)
-
-
 @pytest.mark.slow
 def test_variants_run_at_once_as_ray_tasks(tmp_path: Path, ray_cluster, monkeypatch) -> None:
     data = write_dataset(tmp_path / "data", episodes=3)
@@ -181,11 +176,13 @@ def test_variants_run_at_once_as_ray_tasks(tmp_path: Path, ray_cluster, monkeypa
     monkeypatch.chdir(REPO)
     out = tmp_path / "out"
     cfg = SweepConfig(spec=spec_path, out=out, progress=False, executor="ray", cpus_per_variant=1)
+    start = time.monotonic()
     assert Sweep(cfg, load_sweep(spec_path)).run() == 0
+    wall = time.monotonic() - start
     state = _state(out)["variants"]
     assert all(v["trained"] and v["benched"] and v["train_s"] > 0 and v["step"] == 12 for v in state.values())
-    (a0, a1), (b0, b1) = (_log_span(out / "variants" / n / "run") for n in ("l1", "flow"))
-    assert a0 < b1 and b0 < a1, "the two variants trained at the same time"
+    busy = sum(v["train_s"] + v["bench_s"] for v in state.values())
+    assert wall < 0.9 * busy, f"the variants ran one after another ({wall:.0f} s for {busy:.0f} s of work)"
     report = json.loads((out / "report.json").read_text())
     assert {r["variant"] for r in report["variants"]} == {"l1", "flow"} and report["missing"] == []
     assert (out / "variants" / "flow" / "bench" / "index.html").exists()
