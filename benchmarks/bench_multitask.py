@@ -95,15 +95,16 @@ def recording_minutes(folders: list[Path]) -> dict:
 def split_rows(results: dict, tasks: list[str]) -> dict:
     """{task: {"seen": row, "unseen": row, "mcnemar_seen_vs_unseen": p}} of a --instruction-split both run."""
     from harness.metrics import mcnemar_exact
+    from harness.records import EPISODES_FILE, read_records
 
-    records = [json.loads(line) for line in Path(results["_folder"], "episodes.jsonl").read_text().splitlines()]
+    records = read_records(Path(results["_folder"]) / EPISODES_FILE).records  # the one reading rule
     rows = {}
     for task in tasks:
         by = {
             s: {
-                r["seed"]: bool(r["success_once"])
+                r.seed: bool(r.success_once)
                 for r in records
-                if r["task"] == f"{task}@{s}" and r["status"] == "ok"
+                if r.task == f"{task}@{s}" and r.status == "ok"
             }
             for s in ("seen", "unseen")
         }
