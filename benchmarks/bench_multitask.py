@@ -101,11 +101,7 @@ def split_rows(results: dict, tasks: list[str]) -> dict:
     rows = {}
     for task in tasks:
         by = {
-            s: {
-                r.seed: bool(r.success_once)
-                for r in records
-                if r.task == f"{task}@{s}" and r.status == "ok"
-            }
+            s: {r.seed: bool(r.success_once) for r in records if r.task == f"{task}@{s}" and r.status == "ok"}
             for s in ("seen", "unseen")
         }
         shared = sorted(by["seen"].keys() & by["unseen"].keys())
