@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from envs.machine import cpu_info, isa_caps
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = (
     "vla-harness",
@@ -98,7 +100,11 @@ def checkpoint_info(meta: Any) -> dict[str, Any] | None:
 
 def collect_provenance(meta: Any, sim_backend: str, render_backend: str, probe_vulkan: bool = True) -> dict[str, Any]:
     """The ``provenance`` block of results.json (keys: git_sha, git_dirty, packages, vulkan, render_backend,
-    sim_backend, device, checkpoint, python, hostname, command)."""
+    sim_backend, device, cpu, checkpoint, python, hostname, command).
+
+    ``cpu`` is ``envs.machine.cpu_info()`` (model, SIMD flags, cores) plus ``isa_caps`` (oneDNN ISA caps set in
+    the environment): the timings in results.json (policy latency, episodes/hour) depend on them (bf16 and
+    lavapipe speed differ ~75x / ~2.5x between AVX-512 and AVX2-only CPUs)."""
     return {
         **git_info(),
         "packages": package_versions(),
@@ -106,6 +112,7 @@ def collect_provenance(meta: Any, sim_backend: str, render_backend: str, probe_v
         "render_backend": render_backend,
         "sim_backend": sim_backend,
         "device": compute_device(),
+        "cpu": {**cpu_info(), "isa_caps": isa_caps()},
         "checkpoint": checkpoint_info(meta),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -48,6 +48,7 @@ def _variant_row(spec: SweepSpec, state: dict, out: Path, name: str) -> dict[str
         "trainable_params": ckpt.get("trainable_params"),
         "inference_ms_p50": inference.get("p50"),
         "inference_ms_p90": inference.get("p90"),
+        "cpu": results.get("provenance", {}).get("cpu"),
         "recipe": spec.variants[name]["train"],
         "bench": spec.variants[name]["bench"],
         "commands": [
@@ -137,10 +138,26 @@ def _markdown(spec: SweepSpec, rows: list[dict], summary: str) -> str:
             f"[{_pct(lo)}, {_pct(hi)}] | {diff} | {p} | {r['train_s'] / 60:.1f} min | {r['total_params']:,} | "
             f"{r['trainable_params']:,} | {_ms(r['inference_ms_p50'])} |"
         )
-    lines += ["", "Commands (per variant):", ""]
+    lines += ["", f"Machine (train time and latency were measured on it): {_machines(rows)}.", ""]
+    lines += ["Commands (per variant):", ""]
     for r in rows:
         lines += [f"* {r['variant']}: `{r['commands'][0]}` then `{r['commands'][1]}`"]
     return "\n".join(lines) + "\n"
+
+
+def _machines(rows: list[dict]) -> str:
+    """The distinct CPUs the variants ran on (model, SIMD flags, oneDNN caps), from each bench's provenance."""
+    seen: list[str] = []
+    for r in rows:
+        cpu = r.get("cpu")
+        if not cpu:
+            desc = "not recorded"
+        else:
+            caps = "".join(f", {k}={v}" for k, v in sorted(cpu.get("isa_caps", {}).items()))
+            desc = f"{cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['flags']) or 'no AVX2'}{caps})"
+        if desc not in seen:
+            seen.append(desc)
+    return "; ".join(seen) or "none"
 
 
 def _index_html(spec: SweepSpec, rows: list[dict], summary: str) -> str:

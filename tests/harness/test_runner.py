@@ -61,6 +61,7 @@ def test_records_and_results_follow_the_schema(tmp_path: Path, run_fake) -> None
         "render_backend",
         "sim_backend",
         "device",
+        "cpu",
         "checkpoint",
         "python",
         "hostname",
@@ -68,6 +69,7 @@ def test_records_and_results_follow_the_schema(tmp_path: Path, run_fake) -> None
     ):
         assert key in prov, key
     assert prov["checkpoint"] is None and prov["packages"]["numpy"]
+    assert prov["cpu"]["model"] and isinstance(prov["cpu"]["flags"], list) and prov["cpu"]["cores"] >= 1
 
 
 def test_same_seeds_give_identical_results(tmp_path: Path, run_fake) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from envs.machine import cpu_info
 from scripts.sweep import Sweep, flags
 from scripts.sweep_spec import SweepConfig, load_sweep
 
@@ -162,6 +163,11 @@ def test_a_killed_sweep_resumes_without_redoing_finished_variants(tmp_path: Path
     for name in ("report.md", "success.svg", "index.html"):
         assert (out / name).stat().st_size > 100
     assert "| flow |" in (out / "report.md").read_text()
+    assert rows["flow"]["cpu"]["model"] == cpu_info()["model"] and rows["l1"]["cpu"]["flags"] == cpu_info()["flags"]
+    assert (
+        f"Machine (train time and latency were measured on it): {cpu_info()['model']}"
+        in (out / "report.md").read_text()
+    )
     assert (out / "variants" / "flow" / "bench" / "index.html").exists(), "each variant has its gallery"
 
 
