@@ -94,6 +94,18 @@ def test_flags_are_the_commands_flat_flags() -> None:
     ]
 
 
+def test_report_names_each_machine_once_and_old_results_without_cpu() -> None:
+    from scripts.sweep_report import _machines
+
+    epyc = {"model": "AMD EPYC", "cores": 2, "flags": ["avx2", "fma"], "isa_caps": {}}
+    capped = {**epyc, "isa_caps": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
+    rows = [{"cpu": epyc}, {"cpu": epyc}, {"cpu": capped}, {"cpu": None}]
+    assert _machines(rows) == (
+        "AMD EPYC (2 cores; avx2 fma); AMD EPYC (2 cores; avx2 fma, ONEDNN_MAX_CPU_ISA=AVX2); not recorded"
+    )
+    assert _machines([]) == "none"
+
+
 def test_dry_run_prints_every_command_and_writes_nothing(tmp_path: Path, capsys) -> None:
     spec = load_sweep(_write_spec(tmp_path, tmp_path / "data"))
     out = tmp_path / "out"
