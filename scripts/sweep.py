@@ -6,7 +6,9 @@ Per variant, in OUT/variants/NAME/: ``recipe.yaml`` (the merged training recipe)
 recipe.yaml --data DATA --out run`` -> ``bench.yaml`` -> ``vla bench --config bench.yaml`` (policy
 ``checkpoint:run/checkpoints/last``, out ``bench``). OUT/sweep.json holds the state: the spec's digest, and per
 variant whether training and the benchmark finished and the training wall time (seconds of every attempt; an
-attempt cut by a kill is counted up to its last logged step from the run's metrics.jsonl).
+attempt cut by a kill is counted up to its last logged step from the run's metrics.jsonl). With ``replicates: N``
+each replicate r >= 1 is its own unit NAME.rR (folder OUT/variants/NAME.rR, its own state entry), run after
+replicate 0 of the same variant.
 
 ``--executor ray``: the variants run at once as Ray tasks (``scripts.sweep_ray``), each its train -> bench ->
 gallery commands on a node with ``--cpus-per-variant`` free CPUs; this process stays the only writer of
@@ -83,7 +85,7 @@ class Sweep:
             self.state = old
         else:
             self.state = fresh
-        for name in self.spec.variants:
+        for name in self.spec.units:  # "variants" holds units (variant x replicate; the variant itself at N = 1)
             self.state["variants"].setdefault(
                 name, {"trained": False, "benched": False, "train_s": 0.0, "bench_s": 0.0, "attempt_started": None}
             )
@@ -113,7 +115,7 @@ class Sweep:
         or None when it is already trained."""
         folder = self.out / "variants" / name
         state = self.state["variants"][name]
-        recipe = self.spec.variants[name]["train"]
+        recipe = self.spec.units[name]["train"]
         run_dir = folder / "run"
         steps = int(recipe.get("steps", 0)) or None
         done = trained_step(run_dir)
@@ -161,7 +163,7 @@ class Sweep:
             print(f"== {name}: benchmarked, skipped")
             return None
         flags_ = {
-            **self.spec.variants[name]["bench"],
+            **self.spec.units[name]["bench"],
             "policy": f"checkpoint:{folder / 'run' / 'checkpoints' / 'last'}",
         }
         flags_.update(out=str(out), resume=(out / "episodes.jsonl").exists(), progress=self.cfg.progress)
@@ -181,7 +183,8 @@ class Sweep:
 
         self.load_state()
         self.record_demos()
-        chosen = [n for n in self.spec.variants if not self.cfg.only or n in self.cfg.only]
+        only = set(self.cfg.only)
+        chosen = [n for n, u in self.spec.units.items() if not only or n in only or u["variant"] in only]
         if self.cfg.executor == "ray" and not self.cfg.dry_run:
             from scripts.sweep_ray import run_variants_on_ray
 
@@ -222,9 +225,12 @@ def run_sweep(cfg: SweepConfig) -> int:
 
     spec = load_sweep(cfg.spec)
     if cfg.only:
-        unknown = sorted(set(cfg.only) - set(spec.variants))
+        unknown = sorted(set(cfg.only) - set(spec.variants) - set(spec.units))
         if unknown:
-            raise ValueError(f"--only: unknown variants {unknown}; variants of {cfg.spec}: {list(spec.variants)}")
+            raise ValueError(
+                f"--only: unknown variants {unknown}; variants of {cfg.spec}: {list(spec.variants)}"
+                + (f" (replicate units: {list(spec.units)})" if spec.replicates > 1 else "")
+            )
     if cfg.dry_run:
         return Sweep(cfg, spec).run()
     with RunFolder(cfg.out, "vla sweep") as folder:

@@ -5,6 +5,14 @@ variant on the shared (task, seed) episodes (difference and exact McNemar p-valu
 wall time (``sweep.json``), parameters and trainable parameters (the checkpoint's config.json), and the policy's
 inference latency per call (p50 / p90 ms, pooled from the benchmark's episode records). A difference is called
 significant when p < 0.05; the report says "not significant" otherwise.
+
+With ``replicates: N > 1`` (N training seeds per variant) a variant's row pools its replicates: successes over
+every replicate's episodes (Wilson interval of the pooled count), each replicate's own success under
+``replicates`` and their range under ``replicate_range``; training time and latency are the mean and median over
+replicates. The paired test pairs replicate r of the variant with replicate r of the baseline on each (task,
+seed) and applies the exact McNemar test to the discordant pairs summed over replicates (the pooled form of the
+stratified test). The pooled interval treats episodes as independent, so it does not widen for training-seed
+variance: read it with the per-replicate range.
 """
 
 from __future__ import annotations
@@ -16,13 +24,15 @@ from typing import Any
 
 from common.files import write_json_atomic, write_text_atomic
 from harness.compare import compare_runs
+from harness.metrics import mcnemar_exact, wilson_interval
 from harness.review_data import load_run
-from scripts.sweep_spec import SweepSpec
+from scripts.sweep_spec import SweepSpec, unit_name
 
 ALPHA = 0.05
 
 
-def _variant_row(spec: SweepSpec, state: dict, out: Path, name: str) -> dict[str, Any] | None:
+def _unit_row(spec: SweepSpec, state: dict, out: Path, name: str) -> dict[str, Any] | None:
+    """The report row of one unit (variant x replicate), or None when its benchmark has not finished."""
     folder = out / "variants" / name
     results_path = folder / "bench" / "results.json"
     if not state["variants"].get(name, {}).get("benched") or not results_path.exists():
@@ -31,8 +41,9 @@ def _variant_row(spec: SweepSpec, state: dict, out: Path, name: str) -> dict[str
     overall = results["overall"]
     ckpt = json.loads((folder / "run" / "checkpoints" / "last" / "config.json").read_text())
     inference = results.get("timing_ms", {}).get("inference", {})
+    unit = spec.units[name]
     return {
-        "variant": name,
+        "variant": unit["variant"],
         "episodes": overall["episodes"],
         "successes": overall["successes"],
         "success_rate": overall["success_rate"],
@@ -49,8 +60,8 @@ def _variant_row(spec: SweepSpec, state: dict, out: Path, name: str) -> dict[str
         "inference_ms_p50": inference.get("p50"),
         "inference_ms_p90": inference.get("p90"),
         "cpu": results.get("provenance", {}).get("cpu"),
-        "recipe": spec.variants[name]["train"],
-        "bench": spec.variants[name]["bench"],
+        "recipe": unit["train"],
+        "bench": unit["bench"],
         "commands": [
             f"vla train --config {folder / 'recipe.yaml'} --data {spec.data} --out {folder / 'run'}",
             f"vla bench --config {folder / 'bench.yaml'}",
@@ -58,17 +69,59 @@ def _variant_row(spec: SweepSpec, state: dict, out: Path, name: str) -> dict[str
     }
 
 
-def _paired(out: Path, baseline: str, name: str) -> dict[str, Any]:
-    cmp = compare_runs(load_run(out / "variants" / baseline / "bench"), load_run(out / "variants" / name / "bench"))
-    o = cmp.overall
+def _pool(name: str, units: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    """One variant's row from its (replicate, unit row) pairs (see the module docstring)."""
+    reps = [row for _, row in units]
+    k, n = sum(r["successes"] for r in reps), sum(r["episodes"] for r in reps)
+    per_task: dict[str, dict[str, Any]] = {}
+    for r in reps:
+        for task, block in r["per_task"].items():
+            t = per_task.setdefault(task, {"episodes": 0, "successes": 0})
+            t["episodes"] += block["episodes"]
+            t["successes"] += block["successes"]
+    for t in per_task.values():
+        t["success_rate"] = t["successes"] / t["episodes"] if t["episodes"] else None
+        t["ci95"] = list(wilson_interval(t["successes"], t["episodes"]))
+    rates = [r["success_rate"] for r in reps if r["success_rate"] is not None]
+    p50s = sorted(r["inference_ms_p50"] for r in reps if r["inference_ms_p50"] is not None)
+    p90s = sorted(r["inference_ms_p90"] for r in reps if r["inference_ms_p90"] is not None)
+    keep = ("episodes", "successes", "success_rate", "ci95", "train_s", "cpu", "commands")
     return {
-        "n_pairs": o.n_pairs,
-        "difference": o.difference,
-        "baseline_only_successes": o.b,
-        "variant_only_successes": o.c,
-        "p_value": o.p_value,
-        "significant": o.p_value < ALPHA,
+        **reps[0],
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else None,
+        "ci95": list(wilson_interval(k, n)),
+        "errors": sum(r["errors"] for r in reps),
+        "per_task": per_task,
+        "train_s": round(sum(r["train_s"] for r in reps) / len(reps), 1),
+        "inference_ms_p50": p50s[len(p50s) // 2] if p50s else None,
+        "inference_ms_p90": p90s[len(p90s) // 2] if p90s else None,
+        "replicates": [{"replicate": i, "seed": r["recipe"].get("seed"), **{x: r[x] for x in keep}} for i, r in units],
+        "replicate_range": [min(rates), max(rates)] if rates else None,
     }
+
+
+def _paired(out: Path, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Exact McNemar of the variant vs the baseline over (baseline unit, variant unit) pairs, one per replicate:
+    discordant pairs summed over replicates (``harness.compare`` pairs each replicate on its (task, seed) keys)."""
+    stats = [
+        compare_runs(load_run(out / "variants" / a / "bench"), load_run(out / "variants" / b / "bench")).overall
+        for a, b in pairs
+    ]
+    n = sum(o.n_pairs for o in stats)
+    b, c = sum(o.b for o in stats), sum(o.c for o in stats)
+    p = stats[0].p_value if len(stats) == 1 else mcnemar_exact(b, c)
+    diff = stats[0].difference if len(stats) == 1 else ((c - b) / n if n else None)
+    out_ = {
+        "n_pairs": n,
+        "difference": diff,
+        "baseline_only_successes": b,
+        "variant_only_successes": c,
+        "p_value": p,
+        "significant": p < ALPHA,
+    }
+    return out_ if len(pairs) == 1 else {**out_, "replicates_paired": len(pairs)}
 
 
 def _ms(x: float | None) -> str:
@@ -124,24 +177,37 @@ def success_svg(rows: list[dict], title: str) -> str:
 
 def _markdown(spec: SweepSpec, rows: list[dict], summary: str) -> str:
     lines = [f"# Sweep: {spec.name}", "", spec.question, "", summary, "", "![success](success.svg)", ""]
+    reps = spec.replicates > 1
+    if reps:
+        lines += [
+            f"Each variant was trained {spec.replicates} times (training seeds seed, seed + 1, ...): success pools the "
+            "replicates, McNemar pairs replicate r of a variant with replicate r of the baseline on each seed; the "
+            "per-replicate column shows the training-seed spread the pooled interval does not.",
+            "",
+        ]
+    extra, sep = (" per replicate |", "---|") if reps else ("", "")
+    head = f"| variant | success | 95 % CI |{extra} vs baseline | McNemar p | train | params | trainable |"
     lines += [
-        "| variant | success | 95 % CI | vs baseline | McNemar p | train | params | trainable | inference p50 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        head + " inference p50 |",
+        f"|---|---|---|{sep}---|---|---|---|---|---|",
     ]
     for r in rows:
         vs = r.get("vs_baseline")
         diff = "baseline" if vs is None else f"{100 * vs['difference']:+.0f} pts"
         p = "" if vs is None else f"{vs['p_value']:.3g}" + ("" if vs["significant"] else " (n.s.)")
         lo, hi = r["ci95"] or (None, None)
+        each = " " + ", ".join(f"{u['successes']}/{u['episodes']}" for u in r["replicates"]) + " |" if reps else ""
         lines.append(
             f"| {r['variant']} | {r['successes']}/{r['episodes']} = {_pct(r['success_rate'])} | "
-            f"[{_pct(lo)}, {_pct(hi)}] | {diff} | {p} | {r['train_s'] / 60:.1f} min | {r['total_params']:,} | "
+            f"[{_pct(lo)}, {_pct(hi)}] |{each} {diff} | {p} | {r['train_s'] / 60:.1f} min | {r['total_params']:,} | "
             f"{r['trainable_params']:,} | {_ms(r['inference_ms_p50'])} |"
         )
-    lines += ["", f"Machine (train time and latency were measured on it): {_machines(rows)}.", ""]
-    lines += ["Commands (per variant):", ""]
-    for r in rows:
-        lines += [f"* {r['variant']}: `{r['commands'][0]}` then `{r['commands'][1]}`"]
+    units = [(r["variant"], u) for r in rows for u in r.get("replicates", [r])]
+    lines += ["", f"Machine (train time and latency were measured on it): {_machines([u for _, u in units])}.", ""]
+    lines += ["Commands (per variant" + (" and replicate):" if reps else "):"), ""]
+    for name, u in units:
+        label = f"{name} (replicate {u['replicate']})" if reps else name
+        lines += [f"* {label}: `{u['commands'][0]}` then `{u['commands'][1]}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -177,11 +243,18 @@ def _index_html(spec: SweepSpec, rows: list[dict], summary: str) -> str:
 def write_report(spec: SweepSpec, state: dict, out: Path) -> dict[str, Any]:
     """Write OUT/report.json, report.md, success.svg and index.html from the finished variants; returns the
     report dict (``summary`` is the one-sentence answer)."""
-    rows = [row for name in spec.variants if (row := _variant_row(spec, state, out, name)) is not None]
-    have_baseline = any(r["variant"] == spec.baseline for r in rows)
+    done = {u: row for u in spec.units if (row := _unit_row(spec, state, out, u)) is not None}
+    rows = []
+    for name in spec.variants:
+        units = [(r, done[u]) for r in range(spec.replicates) if (u := unit_name(name, r)) in done]
+        if units:
+            rows.append(units[0][1] if spec.replicates == 1 else _pool(name, units))
     for row in rows:
-        if have_baseline and row["variant"] != spec.baseline:
-            row["vs_baseline"] = _paired(out, spec.baseline, row["variant"])
+        name = row["variant"]
+        pairs = [(unit_name(spec.baseline, r), unit_name(name, r)) for r in range(spec.replicates)]
+        pairs = [(a, b) for a, b in pairs if a in done and b in done]
+        if name != spec.baseline and pairs:
+            row["vs_baseline"] = _paired(out, pairs)
     summary = _sentence(spec, rows)
     report = {
         "sweep": spec.name,
@@ -192,8 +265,10 @@ def write_report(spec: SweepSpec, state: dict, out: Path) -> dict[str, Any]:
         "alpha": ALPHA,
         "summary": summary,
         "variants": rows,
-        "missing": [n for n in spec.variants if n not in {r["variant"] for r in rows}],
+        "missing": [u for u in spec.units if u not in done],
     }
+    if spec.replicates > 1:
+        report["replicates"] = spec.replicates
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "success.svg", success_svg(rows, spec.name))
     write_text_atomic(out / "report.md", _markdown(spec, rows, summary))

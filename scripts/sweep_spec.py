@@ -11,12 +11,19 @@ Spec keys (``benchmarks/sweeps/*.yaml`` are examples)::
     train: {steps: 1500}                 # recipe overrides for every variant (flat `vla train` flag names)
     bench: {tasks: [...], seeds: "100000:100030", workers: 2, video: failures}   # `vla bench` flags
     baseline: l1                         # the variant the others are tested against (paired McNemar)
+    replicates: 1                        # optional: training seeds per variant (default 1); see below
     variants:                            # name -> {train: {...}, bench: {...}} overrides of the above
       l1: {}
       flow: {train: {action_head: flow}}
 
 ``model_overrides`` dicts merge key by key (base recipe, then ``train``, then the variant's). Variant names are
 folder names: letters, digits, ``-`` and ``_``.
+
+``replicates: N`` trains every variant N times: replicate 0 is the unit ``NAME`` (the recipe as written),
+replicate r >= 1 the unit ``NAME.rR`` with the recipe's ``seed`` + r (model init, sample order, train/val split,
+instruction choice). All units benchmark on the same seeds; the report pools them per variant and pairs variant
+and baseline replicate by replicate (``scripts.sweep_report``). The digest covers the variants, not N: raise N
+in a finished sweep's spec and rerun it with ``--resume`` to train only the new replicates.
 """
 
 from __future__ import annotations
@@ -31,16 +38,37 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-TOP_KEYS = {"name", "question", "recipe", "data", "demos", "train", "bench", "baseline", "variants"}
+TOP_KEYS = {"name", "question", "recipe", "data", "demos", "train", "bench", "baseline", "variants", "replicates"}
 VARIANT_KEYS = {"train", "bench"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MERGED_DICTS = ("model_overrides",)
+DEFAULT_TRAIN_SEED = 0
+"""``TrainConfig.seed``'s default (train/train_config.py; tests/scripts/test_sweep.py checks they agree): the seed
+replicate r >= 1 adds r to when the recipe sets none."""
+
+
+def unit_name(variant: str, replicate: int) -> str:
+    """The folder / state name of one training run: ``NAME`` for replicate 0, ``NAME.rR`` after it (``.`` is not
+    allowed in variant names, so units never collide)."""
+    return variant if replicate == 0 else f"{variant}.r{replicate}"
+
+
+def _units(variants: dict[str, dict[str, dict[str, Any]]], replicates: int) -> dict[str, dict[str, Any]]:
+    units = {}
+    for name, v in variants.items():
+        for r in range(replicates):
+            train = dict(v["train"])
+            if r:
+                train["seed"] = int(train.get("seed", DEFAULT_TRAIN_SEED)) + r
+            units[unit_name(name, r)] = {"variant": name, "replicate": r, "train": train, "bench": v["bench"]}
+    return units
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
     """A parsed sweep spec (see the module docstring). ``variants`` maps each name to its merged ``train``
-    (recipe) and ``bench`` dicts, in spec order."""
+    (recipe) and ``bench`` dicts, in spec order; ``units`` maps each training run (``unit_name``: variant x
+    replicate) to ``{"variant", "replicate", "train", "bench"}``, variant by variant."""
 
     path: Path
     name: str
@@ -49,6 +77,8 @@ class SweepSpec:
     demos: dict[str, Any] | None
     baseline: str
     variants: dict[str, dict[str, dict[str, Any]]]
+    replicates: int = 1
+    units: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def digest(self) -> str:
         """SHA-256 of what decides the results (data, demos, every variant's recipe and bench flags)."""
@@ -118,6 +148,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
         }
     if raw["baseline"] not in variants:
         raise ValueError(f"{path}: baseline {raw['baseline']!r} is not a variant; variants: {list(variants)}")
+    replicates = raw.get("replicates", 1)
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise ValueError(f"{path}: replicates: expected an integer >= 1, got {replicates!r}")
     demos = raw.get("demos")
     return SweepSpec(
         path=path,
@@ -127,6 +160,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         demos=_mapping(demos, f"{path}: demos") if demos is not None else None,
         baseline=str(raw["baseline"]),
         variants=variants,
+        replicates=replicates,
+        units=_units(variants, replicates),
     )
 
 
@@ -142,7 +177,8 @@ class SweepConfig:
     resume: bool = False
     """Continue an interrupted sweep in OUT: finished variants are skipped, a cut training or benchmark resumes."""
     only: tuple[str, ...] = ()
-    """Run only these variants (the report covers every variant that has finished)."""
+    """Run only these variants (all their replicates) or replicate units NAME.rR (the report covers every unit
+    that has finished)."""
     dry_run: bool = False
     """Print the commands of every step and exit."""
     progress: bool = True

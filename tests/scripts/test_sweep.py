@@ -73,6 +73,8 @@ def test_spec_errors_name_the_file_and_key(tmp_path: Path) -> None:
         ({"colour": 1}, "unknown keys \\['colour'\\]"),
         ({"variants": {"l1": {}, "bad name": {}}}, "names are folder names"),
         ({"variants": {"l1": {}, "x": {"steps": 3}}}, "variants.x: unknown keys \\['steps'\\]"),
+        ({"replicates": 0}, "replicates: expected an integer >= 1, got 0"),
+        ({"replicates": "3"}, "replicates: expected an integer >= 1, got '3'"),
     ]:
         path.write_text(yaml.safe_dump({**raw, **change}))
         with pytest.raises(ValueError, match=message):
@@ -184,6 +186,58 @@ def test_a_killed_sweep_resumes_without_redoing_finished_variants(tmp_path: Path
 
 
 @pytest.mark.slow
+def test_replicates_add_training_seeds_to_a_finished_sweep_pooled_and_paired_per_replicate(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from harness.metrics import mcnemar_exact
+    from harness.review_data import load_run
+    from scripts.sweep_spec import DEFAULT_TRAIN_SEED
+    from train.train_config import TrainConfig
+
+    assert TrainConfig.__dataclass_fields__["seed"].default == DEFAULT_TRAIN_SEED
+    data = write_dataset(tmp_path / "data", episodes=3)
+    path, out = _write_spec(tmp_path, data), tmp_path / "out"
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests" / "harness"), str(REPO)]))
+    assert Sweep(SweepConfig(spec=path, out=out, progress=False), load_sweep(path)).run() == 0
+    single = {r["variant"]: r for r in json.loads((out / "report.json").read_text())["variants"]}
+    assert "replicates" not in single["flow"]
+    weights = sorted((out / "variants" / "l1" / "run").rglob("*.safetensors"))
+    before = {p: p.stat().st_mtime_ns for p in weights}
+
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "replicates": 2}, sort_keys=False))
+    spec = load_sweep(path)
+    assert list(spec.units) == ["l1", "l1.r1", "flow", "flow.r1"]
+    assert "seed" not in spec.units["flow"]["train"] and spec.units["flow.r1"]["train"]["seed"] == 1
+    assert Sweep(SweepConfig(spec=path, out=out, progress=False, resume=True), spec).run() == 0
+    assert {p: p.stat().st_mtime_ns for p in weights} == before, "replicate 0 was trained again"
+    last = [out / "variants" / u / "run" / "checkpoints" / "last" for u in ("l1", "l1.r1")]
+    assert [json.loads((d / "config.json").read_text())["train"]["seed"] for d in last] == [0, 1]
+    assert (last[0] / "model.safetensors").read_bytes() != (last[1] / "model.safetensors").read_bytes()
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["replicates"] == 2 and report["missing"] == []
+    rows = {r["variant"]: r for r in report["variants"]}
+    for name, row in rows.items():
+        reps = row["replicates"]
+        assert [u["replicate"] for u in reps] == [0, 1] and [u["seed"] for u in reps] == [None, 1]
+        assert row["episodes"] == 6 and row["successes"] == sum(u["successes"] for u in reps)
+        assert reps[0]["successes"] == single[name]["successes"], "replicate 0 is the sweep's first run"
+        assert row["replicate_range"] == [min(u["success_rate"] for u in reps), max(u["success_rate"] for u in reps)]
+    b = c = 0
+    for suffix in ("", ".r1"):
+        base, var = (load_run(out / "variants" / f"{n}{suffix}" / "bench") for n in ("l1", "flow"))
+        for key, ep in base.episodes.items():
+            b += bool(ep.succeeded("success_once")) and not var.episodes[key].succeeded("success_once")
+            c += bool(var.episodes[key].succeeded("success_once")) and not ep.succeeded("success_once")
+    vs = rows["flow"]["vs_baseline"]
+    assert vs["n_pairs"] == 6 and vs["replicates_paired"] == 2
+    assert (vs["baseline_only_successes"], vs["variant_only_successes"], vs["p_value"]) == (b, c, mcnemar_exact(b, c))
+    md = (out / "report.md").read_text()
+    assert "| per replicate |" in md and "* flow (replicate 1): `vla train --config" in md
+
+
 def test_variants_run_at_once_as_ray_tasks(tmp_path: Path, ray_cluster, monkeypatch) -> None:
     data = write_dataset(tmp_path / "data", episodes=3)
     spec_path = _write_spec(tmp_path, data)
