@@ -49,7 +49,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="compare instructed vs blind at this checkpoint step of both runs (default: their last, equal steps)",
     )
-    p.add_argument("--compare-seeds", default=None, help="seeds of that comparison (default: --seeds)")
+    p.add_argument(
+        "--compare-seeds",
+        default=None,
+        help="seeds of that comparison (default: --seeds, where a --final-steps counterfactual run is reused)",
+    )
     p.add_argument(
         "--final-steps",
         type=int,
@@ -173,8 +177,12 @@ def _step_of(run: Path, step: int | None) -> tuple[Path, int]:
     return ckpt, int(json.loads(config.read_text())["step"])
 
 
-def grounding_comparison(args: argparse.Namespace, grounding: list[str], commands: list[str]) -> dict:
-    """Counterfactual runs of the instructed and the blind checkpoint at the same step, and their paired test."""
+def grounding_comparison(
+    args: argparse.Namespace, grounding: list[str], commands: list[str], told: dict[int, Path]
+) -> dict:
+    """Counterfactual runs of the instructed and the blind checkpoint at the same step, and their paired test.
+    ``told``: the final steps' counterfactual folders of --run; on --seeds the comparison reuses them (resumed:
+    nothing reruns) instead of running the same (seed, goal) episodes again."""
     (ckpt_a, step_a), (ckpt_b, step_b) = _step_of(args.run, args.compare_step), _step_of(args.blind, args.compare_step)
     if step_a != step_b:
         raise SystemExit(f"--run is at step {step_a}, --blind at {step_b}: compare equal steps (--compare-step N)")
@@ -182,6 +190,8 @@ def grounding_comparison(args: argparse.Namespace, grounding: list[str], command
     flags = ["--counterfactual", "--workers", str(args.workers)]
     out: dict = {"step": step_a, "seeds": seeds}
     folders = {name: args.results / f"compare-{name}-step_{step_a}" for name in ("instructed", "instruction_blind")}
+    if seeds == args.seeds and step_a in told:
+        folders["instructed"] = told[step_a]
     for name, ckpt in (("instructed", ckpt_a), ("instruction_blind", ckpt_b)):
         out[name] = _bench(f"checkpoint:{ckpt}", grounding, seeds, folders[name], flags, commands)["grounding"]
     comp = compare_runs(load_run(folders["instructed"]), load_run(folders["instruction_blind"]))
@@ -207,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpts = [_step_of(args.run, step)[0] for step in steps]
     _step_of(args.run, args.compare_step), _step_of(args.blind, args.compare_step)
     workers, commands = ["--workers", str(args.workers)], []
-    by_step = {}
+    by_step, told_folders = {}, {}
     for step, ckpt in zip(steps, ckpts):
         res = _bench(
             f"checkpoint:{ckpt}",
@@ -225,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             ["--counterfactual", *workers],
             commands,
         )
+        told_folders[step] = Path(told["_folder"])
         by_step[step] = {
             "step": step,
             "seeds": args.seeds,
@@ -232,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             "counterfactual": told["grounding"],
         }
     curve = curve_points(args, tasks, commands)
-    comparison = grounding_comparison(args, grounding, commands)
+    comparison = grounding_comparison(args, grounding, commands, told_folders)
     final = by_step[steps[-1]]
     blind_run = {**training_minutes(args.blind), "run": str(args.blind), "compared_step": comparison["step"]}
     payload = {

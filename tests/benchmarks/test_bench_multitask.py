@@ -53,3 +53,27 @@ def test_the_multitask_recipe_weights_the_demo_tasks(tmp_path: Path) -> None:
     cfg = TrainConfig.from_yaml(MULTITASK_RECIPE, data=tmp_path / "data", out=tmp_path / "run")
     assert set(cfg.data.weights_by_task) == set(MULTITASK_TASKS)
     assert len(set(cfg.data.weights_by_task.values())) == 1, "equal task weights"
+
+
+def test_the_blind_comparison_reuses_the_final_counterfactual_run_on_the_same_seeds(
+    tmp_path: Path, monkeypatch
+) -> None:
+    for run in ("run", "blind"):
+        ckpt = tmp_path / run / "checkpoints" / "step_7"
+        ckpt.mkdir(parents=True)
+        (ckpt / "config.json").write_text(json.dumps({"step": 7}))
+    benched: list[Path] = []
+    monkeypatch.setattr(bench_multitask, "_bench", lambda p, t, s, out, e, c: benched.append(out) or {"grounding": {}})
+    monkeypatch.setattr(bench_multitask, "load_run", lambda folder: folder)
+    monkeypatch.setattr(bench_multitask, "compare_runs", lambda a, b: (a, b))
+    monkeypatch.setattr(bench_multitask, "comparison_to_dict", lambda comp: {"a": str(comp[0]), "b": str(comp[1])})
+    told = {7: tmp_path / "results" / "counterfactual-instructed-step_7"}
+    args = bench_multitask._parse_args(["--run", str(tmp_path / "run"), "--blind", str(tmp_path / "blind")])
+    args.results, args.seeds, args.compare_step = tmp_path / "results", "0:50", 7
+    out = bench_multitask.grounding_comparison(args, ["DualArmPickColorCube-v1"], [], told)
+    assert benched == [told[7], tmp_path / "results" / "compare-instruction_blind-step_7"]
+    assert out["paired"]["a"] == str(told[7]) and out["step"] == 7
+    benched.clear()
+    args.compare_seeds = "0:30"  # other seeds: a run of its own
+    bench_multitask.grounding_comparison(args, ["DualArmPickColorCube-v1"], [], told)
+    assert benched[0] == tmp_path / "results" / "compare-instructed-step_7"
