@@ -12,7 +12,9 @@ What it runs (every number comes from `vla bench` folders under --results, resum
     did-the-other-goal rates), and for --run and --blind (the same recipe trained with ``--constant-instruction``)
     at the same step (``--compare-step``, default their last) on ``--compare-seeds``, with the paired McNemar test
     between the two checkpoints over the same (seed, goal) pairs (``harness.compare``);
-  * the success-vs-steps curve: each --curve-steps checkpoint on every task, --curve-seeds, seen phrasings.
+  * the success-vs-steps curve: each --curve-steps checkpoint on every task, --curve-seeds, seen phrasings;
+  * ``--single RUN ...``: single-task control runs, each on its own task on --seeds (counterfactual if grounding).
+``unseen_token_coverage``: per task, the share of its unseen phrasings' tokens that no seen phrasing has.
 Training minutes come from each run's metrics.jsonl (``bench_quality.training_minutes``), recording minutes from
 each --data folder's dataset.json (created_at -> updated_at).
 """
@@ -61,6 +63,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="checkpoints benchmarked in full (both splits + counterfactual on --seeds; default: the last one)",
     )
+    p.add_argument(
+        "--single",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="single-task control runs (same recipe, one task): each benchmarked on its task on --seeds",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "multitask.json")
     return p.parse_args(argv)
@@ -92,6 +101,43 @@ def recording_minutes(folders: list[Path]) -> dict:
             "episodes": len(meta["episodes"]),
             "attempts": meta.get("attempts"),
             "failures": meta.get("failures"),
+        }
+    return out
+
+
+def unseen_token_coverage(ckpt: Path, folders: list[Path]) -> dict:
+    """Per task: how many tokens of its unseen phrasings (the checkpoint's ``tokenizer.json``) occur in no seen
+    phrasing of any task in ``folders`` (the episode files' ``seen`` / ``unseen`` datasets; the instructed run
+    trains on seen phrasings only). With the tokenizer and the LLM trained from scratch, those tokens' embeddings
+    never received a gradient: the unseen split feeds the model inputs it has never seen.
+
+    Returns {task: {"unseen_phrasings", "tokens", "never_in_seen", "share", "examples"}} ({} without folders).
+    """
+    import h5py
+    from tokenizers import Tokenizer
+
+    from train.episode_checks import read_instructions
+
+    tok = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    pools: dict[str, dict[str, set[str]]] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("episode_*.hdf5")):
+            with h5py.File(path, "r") as f:
+                pool = pools.setdefault(str(f.attrs["task"]), {"seen": set(), "unseen": set()})
+                for split in ("seen", "unseen"):
+                    pool[split].update(read_instructions(f[split]) if split in f else [])
+    seen_ids = {i for pool in pools.values() for text in pool["seen"] for i in tok.encode(text).ids}
+    out = {}
+    for task, pool in sorted(pools.items()):
+        encoded = [tok.encode(text) for text in sorted(pool["unseen"])]
+        new = [t for e in encoded for t, i in zip(e.tokens, e.ids) if i not in seen_ids]
+        total = sum(len(e.ids) for e in encoded)
+        out[task] = {
+            "unseen_phrasings": len(encoded),
+            "tokens": total,
+            "never_in_seen": len(new),
+            "share": round(len(new) / total, 3) if total else None,
+            "examples": sorted(set(new))[:12],
         }
     return out
 
@@ -199,6 +245,27 @@ def grounding_comparison(
     return out
 
 
+def single_task_controls(args: argparse.Namespace, commands: list[str]) -> list[dict]:
+    """Each --single run's last checkpoint on the task(s) it was trained on, --seeds (counterfactual for a
+    grounding task): does a task fail in the multi-task run only, or alone too?"""
+    rows = []
+    for run in args.single:
+        ckpt, step = _step_of(run, None)
+        tasks = trained_tasks(run)
+        extra = ["--counterfactual"] if any(get_task(t).goals for t in tasks) else []
+        res = _bench(
+            f"checkpoint:{ckpt}",
+            tasks,
+            args.seeds,
+            args.results / f"single-{run.name}",
+            [*extra, "--workers", str(args.workers)],
+            commands,
+        )
+        row = {"run": str(run), "step": step, **training_minutes(run), "per_task": table(res)}
+        rows.append({**row, "grounding": res["grounding"]} if extra else row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run (or resume) every benchmark, then write --out and its .png; returns 0.
 
@@ -216,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = sorted(args.final_steps or [last_step])
     ckpts = [_step_of(args.run, step)[0] for step in steps]
     _step_of(args.run, args.compare_step), _step_of(args.blind, args.compare_step)
+    [_step_of(run, None) for run in args.single]
     workers, commands = ["--workers", str(args.workers)], []
     by_step, told_folders = {}, {}
     for step, ckpt in zip(steps, ckpts):
@@ -263,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         "final": final,
         "by_step": list(by_step.values()),
         "instructed_vs_blind": comparison,
+        "unseen_token_coverage": unseen_token_coverage(ckpts[-1], args.data),
+        "single_task_controls": single_task_controls(args, commands),
         "curve": curve,
         "commands": commands,
     }

@@ -77,3 +77,72 @@ def test_the_blind_comparison_reuses_the_final_counterfactual_run_on_the_same_se
     args.compare_seeds = "0:30"  # other seeds: a run of its own
     bench_multitask.grounding_comparison(args, ["DualArmPickColorCube-v1"], [], told)
     assert benched[0] == tmp_path / "results" / "compare-instructed-step_7"
+
+
+def test_unseen_token_coverage_counts_tokens_no_seen_phrasing_has(tmp_path: Path) -> None:
+    import h5py
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    words = ["[UNK]", "lift", "the", "bar", "red", "cube", "raise", "grab"]
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    tok.save(str(ckpt / "tokenizer.json"))
+    folders = []
+    for task, seen, unseen in [
+        ("DualArmLiftBar-v1", ["lift the bar"], ["raise the bar"]),
+        ("DualArmPickColorCube-v1", ["lift the red cube"], ["grab the red cube", "raise the cube"]),
+    ]:
+        folder = tmp_path / task
+        folder.mkdir()
+        with h5py.File(folder / "episode_0.hdf5", "w") as f:
+            f.attrs["task"] = task
+            f.create_dataset("seen", data=seen, dtype=h5py.string_dtype())
+            f.create_dataset("unseen", data=unseen, dtype=h5py.string_dtype())
+        folders.append(folder)
+    cover = bench_multitask.unseen_token_coverage(ckpt, folders)
+    assert cover["DualArmLiftBar-v1"] == {
+        "unseen_phrasings": 1,
+        "tokens": 3,
+        "never_in_seen": 1,
+        "share": 0.333,
+        "examples": ["raise"],
+    }
+    pick = cover["DualArmPickColorCube-v1"]  # "raise" counts: no task's seen phrasing has it
+    assert (pick["tokens"], pick["never_in_seen"], pick["examples"]) == (7, 2, ["grab", "raise"])
+
+
+def test_single_task_controls_bench_each_run_on_its_own_task(tmp_path: Path, monkeypatch) -> None:
+    runs = {"pick": "DualArmPickColorCube-v1", "lift": "DualArmLiftBar-v1"}
+    for name in runs:
+        ckpt = tmp_path / name / "checkpoints" / "last"
+        ckpt.mkdir(parents=True)
+        (ckpt / "config.json").write_text(json.dumps({"step": 30}))
+    calls = []
+
+    def fake_bench(policy, tasks, seeds, out, extra, commands):
+        calls.append((policy, tasks, out.name, extra))
+        block = {"episodes": 4, "successes": 1, "success_rate": 0.25, "ci95": [0.0, 0.7], "success_at_end_rate": 0.25}
+        block |= {"errors": 0, "timeouts": 0, "mean_episode_len": 9.0}
+        return {"per_task": {tasks[0]: block}, "overall": block, "grounding": {"told": 1}}
+
+    monkeypatch.setattr(bench_multitask, "_bench", fake_bench)
+    monkeypatch.setattr(bench_multitask, "trained_tasks", lambda run: [runs[run.name]])
+    monkeypatch.setattr(bench_multitask, "training_minutes", lambda run: {"minutes": 1.5})
+    args = bench_multitask._parse_args(
+        ["--run", "r", "--blind", "b", "--single", str(tmp_path / "pick"), str(tmp_path / "lift"), "--workers", "1"]
+    )
+    args.results = tmp_path / "results"
+    rows = bench_multitask.single_task_controls(args, [])
+    assert [c[2] for c in calls] == ["single-pick", "single-lift"]
+    assert calls[0][0] == f"checkpoint:{tmp_path / 'pick' / 'checkpoints' / 'last'}"
+    assert calls[0][3] == ["--counterfactual", "--workers", "1"] and calls[1][3] == ["--workers", "1"]
+    assert rows[0]["grounding"] == {"told": 1} and "grounding" not in rows[1]
+    assert (
+        rows[1]["step"] == 30
+        and rows[1]["minutes"] == 1.5
+        and rows[1]["per_task"]["DualArmLiftBar-v1"]["successes"] == 1
+    )
