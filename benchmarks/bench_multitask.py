@@ -283,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = sorted(args.final_steps or [last_step])
     ckpts = [_step_of(args.run, step)[0] for step in steps]
     _step_of(args.run, args.compare_step), _step_of(args.blind, args.compare_step)
-    [_step_of(run, None) for run in args.single]
+    for run in args.single:  # every control run has a finished checkpoint before anything runs
+        _step_of(run, None)
     workers, commands = ["--workers", str(args.workers)], []
     by_step, told_folders = {}, {}
     for step, ckpt in zip(steps, ckpts):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,8 @@ def _pool(name: str, units: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
         t["success_rate"] = t["successes"] / t["episodes"] if t["episodes"] else None
         t["ci95"] = list(wilson_interval(t["successes"], t["episodes"]))
     rates = [r["success_rate"] for r in reps if r["success_rate"] is not None]
-    p50s = sorted(r["inference_ms_p50"] for r in reps if r["inference_ms_p50"] is not None)
-    p90s = sorted(r["inference_ms_p90"] for r in reps if r["inference_ms_p90"] is not None)
+    p50s = [r["inference_ms_p50"] for r in reps if r["inference_ms_p50"] is not None]
+    p90s = [r["inference_ms_p90"] for r in reps if r["inference_ms_p90"] is not None]
     keep = ("episodes", "successes", "success_rate", "ci95", "train_s", "cpu", "commands")
     return {
         **reps[0],
@@ -95,8 +96,8 @@ def _pool(name: str, units: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
         "errors": sum(r["errors"] for r in reps),
         "per_task": per_task,
         "train_s": round(sum(r["train_s"] for r in reps) / len(reps), 1),
-        "inference_ms_p50": p50s[len(p50s) // 2] if p50s else None,
-        "inference_ms_p90": p90s[len(p90s) // 2] if p90s else None,
+        "inference_ms_p50": statistics.median_high(p50s) if p50s else None,
+        "inference_ms_p90": statistics.median_high(p90s) if p90s else None,
         "replicates": [{"replicate": i, "seed": r["recipe"].get("seed"), **{x: r[x] for x in keep}} for i, r in units],
         "replicate_range": [min(rates), max(rates)] if rates else None,
     }
