@@ -147,6 +147,25 @@ TASKS: dict[str, TaskSpec] = {
             expert="envs.experts.bimanual:PickColorCubeExpert",
             goals=("red", "blue"),
         ),
+        TaskSpec(
+            name="DualArmPickSideCube-v1",
+            env_id="DualArmPickSideCube-v1",
+            max_episode_steps=100,
+            description="A red and a blue cube, one on each side; the arm on the side the instruction names lifts "
+            "its cube 8 cm while the other stays on the table (only the instruction says which side).",
+            seen=(
+                "lift the cube on the {side}",
+                "pick up the {side} cube",
+                "raise the block on the {side} off the table",
+            ),
+            unseen=(
+                "grab the {side} box and hold it up",
+                "take the one on the {side} and lift it",
+            ),
+            source="vla",
+            expert="envs.experts.bimanual:PickColorCubeExpert",
+            goals=("left", "right"),
+        ),
     )
 }
 

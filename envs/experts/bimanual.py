@@ -1,4 +1,5 @@
-"""Experts for our own tasks (DualArmLiftBar-v1, DualArmPlaceShoe-v1, DualArmPickColorCube-v1)."""
+"""Experts for our own tasks (DualArmLiftBar-v1, DualArmPlaceShoe-v1, DualArmPickColorCube-v1 and
+DualArmPickSideCube-v1, which share PickColorCubeExpert: both put the instructed cube in the privileged state)."""
 
 from __future__ import annotations
 

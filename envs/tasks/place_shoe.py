@@ -1,7 +1,8 @@
 """DualArmPlaceShoe-v1: a shoe appears on the left or the right; the arm on that side puts it into a box.
 
 In the spirit of the seeds' RoboTwin ``place_shoe`` task. The shoe is a compound of ManiSkill boxes (sole, upper,
-toe cap) the size of a child's shoe, narrow enough (6 cm) for the Panda gripper; the box is a static tray.
+toe cap) the size of a child's shoe, its upper narrow enough (4 cm) that the Panda gripper (8 cm stroke) has
++/-2 cm of slack, as on DualArmLiftBar-v1's 4 cm bar; the box is a static tray.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from envs.tasks.table import DualArmTableTask, color, pose_from
 
 # Shoe parts in the shoe frame (x = heel-to-toe, y = width, z = up; origin at the bounding-box centre), metres.
 SOLE = ((0.0, 0.0, -0.025), (0.10, 0.04, 0.01))
-UPPER = ((-0.025, 0.0, 0.01), (0.075, 0.03, 0.025))
-TOE = ((0.065, 0.0, 0.0), (0.035, 0.03, 0.015))
+UPPER = ((-0.025, 0.0, 0.01), (0.075, 0.02, 0.025))
+TOE = ((0.065, 0.0, 0.0), (0.035, 0.02, 0.015))
 SHOE_HALF_HEIGHT = 0.035
 GRASP_POINT = np.array([-0.025, 0.0, 0.01])
-"""Where the expert grasps the shoe (shoe frame): the middle of the upper, across its 6 cm width."""
+"""Where the expert grasps the shoe (shoe frame): the middle of the upper, across its 4 cm width (6 cm until the #13
+trace: +/-1 cm of slack, less than the tiny VLA's 1-1.5 cm grasp error in the 128 px head view)."""
+MAX_YAW_DEG = 15.0
+"""Shoe yaw range about its +y heading (deg); 25 until the #13 trace (DualArmLiftBar-v1 uses 15)."""
 
 BOX_INNER_HALF = (0.06, 0.13)
 """Half extents (m) of the box's inner floor: x (across the table), y (along the table, the shoe's direction)."""
@@ -29,7 +33,8 @@ BOX_WALL, BOX_HEIGHT, BOX_FLOOR = 0.01, 0.05, 0.005
 @register_task("DualArmPlaceShoe-v1")
 class DualArmPlaceShoe(DualArmTableTask):
     """**Randomizations:** side (left/right, p = 0.5), shoe x in [-0.06, 0.06] m, |y| in [0.27, 0.32] m on that
-    side, heel-to-toe axis along world +y rotated by [-25, 25] deg; box centre x in [-0.04, 0.04] m, y = 0.
+    side, heel-to-toe axis along world +y rotated by [-15, 15] deg (``MAX_YAW_DEG``); box centre x in
+    [-0.04, 0.04] m, y = 0.
 
     **Success:** every corner of the sole lies inside the box's inner floor, the shoe's centre is below the rim,
     and neither gripper is holding it.
@@ -73,7 +78,7 @@ class DualArmPlaceShoe(DualArmTableTask):
         xyz[:, 0] = self._uniform(env_idx, -0.06, 0.06)
         xyz[:, 1] = side * self._uniform(env_idx, 0.27, 0.32)
         xyz[:, 2] = SHOE_HALF_HEIGHT
-        yaw = np.pi / 2 + self._uniform(env_idx, -np.deg2rad(25), np.deg2rad(25))
+        yaw = np.pi / 2 + self._uniform(env_idx, -np.deg2rad(MAX_YAW_DEG), np.deg2rad(MAX_YAW_DEG))
         self.shoe.set_pose(pose_from(xyz, yaw))
         box_xyz = torch.zeros((b, 3))
         box_xyz[:, 0] = self._uniform(env_idx, -0.04, 0.04)

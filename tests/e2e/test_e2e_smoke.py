@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = [pytest.mark.maniskill, pytest.mark.render, pytest.mark.slow]
 
-SMOKE_EPISODES = 10  # 5 tasks x 2 seeds (harness/specs/smoke.yaml)
+SMOKE_EPISODES = 12  # 6 tasks x 2 seeds (harness/specs/smoke.yaml)
 
 
 def vla(*args: str, expect: int = 0) -> subprocess.CompletedProcess:

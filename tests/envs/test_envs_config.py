@@ -19,6 +19,7 @@ def test_every_task_has_seen_and_unseen_phrasings():
         "DualArmLiftBar-v1",
         "DualArmPlaceShoe-v1",
         "DualArmPickColorCube-v1",
+        "DualArmPickSideCube-v1",
     }
     for spec in TASKS.values():
         assert len(spec.seen) >= 2 and len(spec.unseen) >= 2, spec.name

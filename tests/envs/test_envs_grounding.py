@@ -1,6 +1,7 @@
 """DualArmPickColorCube-v1, the language-grounding task: the goal is drawn independently of the layout, the
 ``goal`` reset option fixes it without moving anything, the instruction names it, and the expert lifting the
-instructed cube succeeds while lifting the other one is scored as `other_lifted`, not success."""
+instructed cube succeeds while lifting the other one is scored as `other_lifted`, not success. The same for
+DualArmPickSideCube-v1, whose instruction names the side instead of the colour."""
 
 from __future__ import annotations
 
@@ -72,3 +73,40 @@ def test_lifting_the_other_cube_is_not_success(env) -> None:
     unwrapped.goal_red[:] = False
     info = unwrapped.evaluate()
     assert bool(info["other_lifted"][0]) and not bool(info["success"][0]) and not bool(info["target_lifted"][0])
+
+
+@pytest.fixture(scope="module")
+def side_env():
+    from envs.wrapper import make_env
+
+    env = make_env("DualArmPickSideCube-v1", cameras=(), max_episode_steps=100)
+    yield env
+    env.close()
+
+
+def test_the_side_task_names_the_side_and_keeps_the_colours_random(side_env) -> None:
+    combos = set()
+    for seed in range(24):
+        obs, _ = side_env.reset(seed=seed)
+        side = "left" if obs["privileged"]["side"][0, 0] < 0 else "right"
+        assert side in obs["instruction"][0] and "red" not in obs["instruction"][0]
+        target_y = obs["privileged"]["target_pose"][0, 1]
+        assert (target_y < 0) == (side == "left"), "the instructed cube lies on the named side"
+        combos.add((side, bool(_cube_positions(side_env)["red"][0, 1] < 0)))
+    assert combos == {(s, r) for s in ("left", "right") for r in (True, False)}, "side and colours independent"
+    left_obs = side_env.reset(seed=3, options={"goal": "left"})[0]
+    layout = _cube_positions(side_env)
+    right_obs = side_env.reset(seed=3, options={"goal": "right"})[0]
+    for name, pos in _cube_positions(side_env).items():
+        np.testing.assert_array_equal(pos, layout[name])
+    assert left_obs["privileged"]["side"][0, 0] == -1 and right_obs["privileged"]["side"][0, 0] == 1
+    with pytest.raises(ValueError, match=r"DualArmPickSideCube: options\['goal'\] must be one of \('left', 'right'\)"):
+        side_env.reset(seed=3, options={"goal": "red"})
+
+
+def test_the_expert_lifts_the_named_side(side_env) -> None:
+    from envs.experts import make_expert
+
+    expert = make_expert("DualArmPickSideCube-v1")
+    for goal in ("left", "right"):
+        assert _run(side_env, expert, 4, {"goal": goal}) == {"success": True, "other_lifted": False}

@@ -144,3 +144,24 @@ def test_action_noise_perturbs_execution_but_records_the_clean_plan(state_envs):
     )
     drift = np.abs(noisy["proprio"][5:n, :3] - clean["proprio"][5:n, :3]).mean()
     assert drift > 0.003, f"executed noise should move the arm (mean drift {drift:.4f} m)"
+
+
+@pytest.mark.parametrize(
+    "task, key, heading, limit_deg",
+    [
+        ("DualArmPickColorCube-v1", "target_pose", 0.0, 15.0),
+        ("DualArmPickColorCube-v1", "other_pose", 0.0, 15.0),
+        ("DualArmPlaceShoe-v1", "shoe_pose", 90.0, 15.0),
+        ("DualArmLiftBar-v1", "bar_pose", 0.0, 15.0),
+    ],
+)
+def test_object_yaws_stay_in_the_documented_range(state_envs, task, key, heading, limit_deg):
+    from envs.experts.base import quat_yaw
+
+    yaws = []
+    for seed in range(40):
+        obs, _ = state_envs[task].reset(seed=seed)
+        yaws.append(np.rad2deg(quat_yaw(np.asarray(obs["privileged"][key][0], dtype=np.float64))) - heading)
+    yaws = np.asarray(yaws)
+    assert np.abs(yaws).max() <= limit_deg + 1e-3, f"{task}: {key} yaw {np.abs(yaws).max():.1f} deg off {heading}"
+    assert np.abs(yaws).max() > 0.6 * limit_deg, f"{task}: {key} yaws span only {np.ptp(yaws):.1f} deg"

@@ -43,6 +43,7 @@ def test_scripted_metadata() -> None:
         "DualArmLiftBar-v1",
         "DualArmPlaceShoe-v1",
         "DualArmPickColorCube-v1",
+        "DualArmPickSideCube-v1",
     }
     with pytest.raises(ValueError, match="privileged"):
         policy.predict_action_chunk(_obs())
