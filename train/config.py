@@ -78,6 +78,10 @@ class DataConfig:
     """Feed the 14-D proprio of step t to the model (episodes must contain a `proprio` dataset)."""
     instructions: InstructionSplit = "seen"
     """Instruction pool sampled per sample: seen, unseen or both."""
+    instruction_word_noise: float = 0.0
+    """Training only: probability that each word of a sampled instruction is replaced by a random 2-7 letter string
+    (word dropout to unknown words, train.dataset.noisy_instruction), so a from-scratch LLM meets untrained tokens
+    before it meets unseen phrasings; 0 = off. Validation, inference and constant_instruction runs see it unchanged."""
     pad_end: bool = False
     """Also train on the last chunk_size-1 steps of each episode (padded chunks, masked)."""
     norm_mode: NormMode = "bounds_q99"
@@ -98,6 +102,8 @@ class DataConfig:
         self.cameras = _check_common(self.cameras, self.chunk_size, self.action_key, self.instructions, False)
         if self.norm_mode not in NORM_MODES:
             raise ValueError(f"norm_mode must be one of {list(NORM_MODES)}, got {self.norm_mode!r}")
+        if not 0.0 <= self.instruction_word_noise < 1.0:
+            raise ValueError(f"instruction_word_noise must be in [0, 1), got {self.instruction_word_noise}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         self.val_episodes = tuple(int(i) for i in self.val_episodes)

@@ -30,6 +30,27 @@ from train.config import DataConfig
 from train.episodes import EpisodeDataError, EpisodeInfo, validate_episode_dir
 from train.stats import PreparedData, prepare_data
 
+NOISE_WORD_LENGTHS = (2, 7)
+"""Letters in a random replacement word of :func:`noisy_instruction` (inclusive range)."""
+
+
+def noisy_instruction(text: str, p: float, rng: np.random.Generator) -> str:
+    """``text`` with each whitespace-separated word replaced, with probability ``p``, by a random lowercase string of
+    2-7 letters: word dropout (Bowman et al. 2016, "Generating Sentences from a Continuous Space", replace words by
+    UNK) with an unknown word instead of an UNK token, because a tiny model's byte-level BPE has no UNK: it splits
+    an unseen word (and such a string) into letter tokens that no seen phrasing trained. ``p = 0`` returns ``text``.
+    Draws from ``rng`` only (deterministic per generator state)."""
+    if p <= 0:
+        return text
+    words = text.split()
+    hit = rng.random(len(words)) < p
+    lo, hi = NOISE_WORD_LENGTHS
+    for i in np.flatnonzero(hit):
+        letters = rng.integers(ord("a"), ord("z") + 1, size=int(rng.integers(lo, hi + 1)))
+        words[i] = "".join(map(chr, letters))
+    return " ".join(words)
+
+
 Transform = Callable[[torch.Tensor, list[str]], Mapping[str, Any]]
 """``transform(images (B, V, H, W, 3) uint8 tensor, instructions list[str]) -> dict of model tensors``."""
 
@@ -76,8 +97,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
         instruction: ``cfg.constant_instruction`` if set, else a str drawn uniformly from the episode's
             ``cfg.instructions`` pool with
             ``np.random.default_rng([cfg.seed, epoch, i])``: the same (seed, epoch, i) always gives the same
-            instruction, in any worker. Call :meth:`set_epoch` before each epoch's iterator is created (with
-            ``persistent_workers`` the workers keep the epoch they were started with).
+            instruction, in any worker. With ``augment`` and ``cfg.instruction_word_noise`` > 0 it then goes
+            through :func:`noisy_instruction` (generator ``[cfg.seed, epoch, i, 1]``, as deterministic). Call
+            :meth:`set_epoch` before each epoch's iterator is created (with ``persistent_workers`` the workers keep
+            the epoch they were started with).
         episode_index: int, the i of episode_{i}.hdf5; t: int, the step.
     """
 
@@ -88,6 +111,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         norm_stats: NormStats | None = None,
         transform: Transform | None = None,
         max_open_files: int = 64,
+        augment: bool = False,
     ) -> None:
         """Build the sample index from metadata (no file is opened when ``episodes`` is given).
 
@@ -98,6 +122,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
             norm_stats: statistics to normalize with (from :func:`train.stats.prepare_data` or a checkpoint).
             transform: applied per batch by :attr:`collate_fn`.
             max_open_files: per-process cap on open episode files (least recently used closed first).
+            augment: apply the training-only augmentations of ``cfg`` (``instruction_word_noise``); False for
+                validation.
 
         Raises:
             ValueError: no episodes or samples, an episode without a requested camera / proprio / instruction,
@@ -110,6 +136,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.norm_stats = norm_stats
         self.transform = transform
         self.max_open_files = max(1, int(max_open_files))
+        # A constant instruction carries nothing to drop, and the blind model meets it verbatim at inference.
+        self.word_noise = float(cfg.instruction_word_noise) if augment and not cfg.constant_instruction else 0.0
         self.epoch = 0
         self._check_inputs()
         self._pools = [
@@ -218,11 +246,15 @@ class EpisodeDataset(torch.utils.data.Dataset):
             if len(pool) == 1
             else int(np.random.default_rng([cfg.seed, self.epoch, index % len(self)]).integers(len(pool)))
         )
+        instruction = pool[choice]
+        if self.word_noise:
+            rng = np.random.default_rng([cfg.seed, self.epoch, index % len(self), 1])
+            instruction = noisy_instruction(instruction, self.word_noise, rng)
         sample = {
             "images": images,
             "actions": actions.astype(np.float32),
             "action_is_pad": np.arange(cfg.chunk_size) >= (end - t),
-            "instruction": pool[choice],
+            "instruction": instruction,
             "episode_index": episode.index,
             "t": t,
         }

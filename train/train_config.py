@@ -317,8 +317,9 @@ class TrainConfig:
         _int_at_least(self, 0, "seed")
         self.data.seed = self.seed  # the split and the instruction choice follow the run's seed
         self.data.__post_init__()
-        if self.model.proprio_noise and not self.data.use_proprio:
-            raise ValueError(f"proprio_noise={self.model.proprio_noise} needs use_proprio (the model gets no proprio)")
+        for knob in ("proprio_noise", "proprio_noise_dims"):
+            if getattr(self.model, knob) and not self.data.use_proprio:
+                raise ValueError(f"{knob}={getattr(self.model, knob)} needs use_proprio (the model gets no proprio)")
         if self.finetune.mode is None:
             self.finetune.mode = "lora" if self.model.base is not None else "full"
 

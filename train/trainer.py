@@ -175,7 +175,7 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
         (model.get_base_model() if hasattr(model, "get_base_model") else model).compile_submodules()
     optimizer, scheduler, params = make_optimizer(cfg, model, milestones)
     model, optimizer = accelerator.prepare(model, optimizer)
-    train_ds = EpisodeDataset(dcfg, prepared.train_episodes, prepared.norm_stats)
+    train_ds = EpisodeDataset(dcfg, prepared.train_episodes, prepared.norm_stats, augment=True)
     val_ds = EpisodeDataset(dcfg, prepared.val_episodes, prepared.norm_stats) if prepared.val_episodes else None
     sampler = ResumableBatchSampler(
         len(train_ds),

@@ -31,6 +31,7 @@ ADAPTABLE_FIELDS = (
     "center_crop",
     "crop_scale",
     "proprio_noise",
+    "proprio_noise_dims",
 )
 """VLAConfig fields a fine-tune may change relative to its base checkpoint (they only touch the heads, the
 number of views, or preprocessing); every other field must match the base weights."""

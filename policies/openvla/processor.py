@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from policies.openvla.config import VLAConfig
+from policies.openvla.config import VLAConfig, proprio_noise_stds
 
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 IMAGENET_NORM = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
@@ -49,6 +49,8 @@ class ProcessorSettings:
     prompt_template: str = PROMPT_TEMPLATE
     proprio_noise: float = 0.0
     """Train-time Gaussian noise std on the normalized proprio (VLAConfig.proprio_noise; absent in older files)."""
+    proprio_noise_dims: tuple[str, ...] = ()
+    """Per-dimension NAME=STD overrides of proprio_noise (VLAConfig.proprio_noise_dims; absent in older files)."""
 
 
 class VLAProcessor:
@@ -87,6 +89,7 @@ class VLAProcessor:
                 empty_token_id=config.empty_token_id,
                 pad_token_id=config.llm.pad_token_id,
                 proprio_noise=config.proprio_noise,
+                proprio_noise_dims=config.proprio_noise_dims,
             )
         self.settings = settings
         self.tokenizer = tokenizer
@@ -126,13 +129,14 @@ class VLAProcessor:
         return out.reshape(b, v * out.shape[1], s, s)
 
     def augment_proprio(self, proprio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Training only: (B, P) normalized proprio + N(0, proprio_noise^2) per element (a new tensor; the input is
-        returned unchanged when proprio_noise is 0). Draws from ``generator`` (after the image augmentation)."""
-        std = self.settings.proprio_noise
-        if std == 0:
+        """Training only: (B, P) normalized proprio + N(0, std_p^2) per element, std_p = proprio_noise or its
+        ``proprio_noise_dims`` override (a new tensor; the input is returned unchanged when every std is 0). Draws
+        from ``generator`` (after the image augmentation)."""
+        stds = proprio_noise_stds(self.settings.proprio_noise, self.settings.proprio_noise_dims, proprio.shape[-1])
+        if not any(stds):
             return proprio
         noise = torch.randn(proprio.shape, generator=generator, dtype=torch.float32)
-        return proprio + (std * noise).to(proprio.dtype)
+        return proprio + (torch.tensor(stds, dtype=torch.float32) * noise).to(proprio.dtype)
 
     # ---- text -----------------------------------------------------------------------------------------------
     def prompt(self, instruction: str) -> str:
@@ -196,6 +200,7 @@ class VLAProcessor:
             raise FileNotFoundError(f"{path}: not found (not a VLA checkpoint directory?)")
         data = json.loads(path.read_text())
         data["cameras"] = tuple(data["cameras"])
+        data["proprio_noise_dims"] = tuple(data.get("proprio_noise_dims", ()))
         data["image_norm"] = tuple({"mean": tuple(n["mean"]), "std": tuple(n["std"])} for n in data["image_norm"])
         return cls(None, load_tokenizer(directory), settings=ProcessorSettings(**data))
 

@@ -134,3 +134,36 @@ def test_proprio_noise_is_seeded_scaled_and_saved(make_config, micro_tokenizer, 
     assert VLAProcessor.from_pretrained(tmp_path).settings.proprio_noise == 0.5
     with pytest.raises(ValueError, match="proprio_noise"):
         make_config(proprio_noise=-0.1)
+
+
+def test_proprio_noise_dims_override_named_dimensions(make_config, micro_tokenizer, tmp_path):
+    from envs.layout import ACTION_LAYOUT
+
+    proprio = torch.zeros(8192, 14)
+    proc = VLAProcessor(
+        make_config(proprio_dim=14, proprio_noise=0.5, proprio_noise_dims=("left_z=0.1", "right_z=0")), micro_tokenizer
+    )
+    a = proc.augment_proprio(proprio, torch.Generator().manual_seed(3))
+    stds = a.std(dim=0)
+    left_z, right_z = ACTION_LAYOUT.index("left_z"), ACTION_LAYOUT.index("right_z")
+    assert stds[left_z].item() == pytest.approx(0.1, rel=0.05)
+    assert stds[right_z].item() == 0.0
+    others = [i for i in range(14) if i not in (left_z, right_z)]
+    assert torch.allclose(stds[others], torch.full((12,), 0.5), rtol=0.05)
+    same = VLAProcessor(make_config(proprio_dim=14, proprio_noise=0.5), micro_tokenizer).augment_proprio(
+        proprio, torch.Generator().manual_seed(3)
+    )
+    assert torch.equal(a[:, others], same[:, others]), "the other dimensions draw exactly what proprio_noise draws"
+    proc.save_pretrained(tmp_path)
+    assert VLAProcessor.from_pretrained(tmp_path).settings.proprio_noise_dims == ("left_z=0.1", "right_z=0")
+    assert VLAProcessor(make_config(proprio_dim=14, proprio_noise_dims=("left_z=0",)), micro_tokenizer).augment_proprio(
+        proprio
+    ) is (proprio)
+
+
+@pytest.mark.parametrize("dims", [("left_q=0.1",), ("left_z",), ("left_z=-1",), ("left_z=0.1", "left_z=0.2")])
+def test_bad_proprio_noise_dims_name_the_layout(make_config, dims):
+    with pytest.raises(ValueError, match=r"proprio_noise_dims: .*NAME=STD.*'left_x'"):
+        make_config(proprio_dim=14, proprio_noise_dims=dims)
+    with pytest.raises(ValueError, match="needs the 14-D proprio, got 5"):
+        make_config(proprio_dim=5, proprio_noise_dims=("left_z=0.1",))

@@ -14,7 +14,7 @@ from trainer_fixtures import micro_config
 from policies.checkpoint import CheckpointPolicy
 from policies.normalization import load_dataset_statistics
 from train.config import DataConfig
-from train.dataset import EpisodeDataset
+from train.dataset import EpisodeDataset, noisy_instruction
 from train.episodes import EpisodeDataError
 from train.sampler import ResumableBatchSampler
 from train.stats import compute_norm_stats, prepare_data, sample_weights
@@ -102,6 +102,8 @@ def test_task_weights_must_name_the_tasks_of_the_data(two_tasks, weights, match)
         ({"more_data": ("lift",)}, "repeats a folder"),
         ({"more_data": ("pick",), "val_episodes": (0,)}, "val_fraction"),
         ({"constant_instruction": "  "}, "non-empty"),
+        ({"instruction_word_noise": 1.0}, r"instruction_word_noise must be in \[0, 1\)"),
+        ({"instruction_word_noise": -0.1}, "instruction_word_noise"),
     ],
 )
 def test_bad_multitask_settings_are_named(two_tasks, kw, match) -> None:
@@ -168,3 +170,55 @@ def test_constant_instruction_is_used_in_training_and_at_inference(two_tasks, tm
     )
     chunk = policy.predict_action_chunk(obs)
     assert chunk.shape == (2, 4, 14) and seen == [["do the task", "do the task"]]
+
+
+def test_noisy_instruction_replaces_words_at_the_rate_asked() -> None:
+    text = "pick up the shoe on the right and put it in the box"
+    assert noisy_instruction(text, 0.0, np.random.default_rng(0)) == text
+    draws = [noisy_instruction(text, 0.3, np.random.default_rng([7, i])) for i in range(400)]
+    assert draws[:5] == [noisy_instruction(text, 0.3, np.random.default_rng([7, i])) for i in range(5)]
+    words = text.split()
+    changed = 0
+    for d in draws:
+        out = d.split()
+        assert len(out) == len(words)
+        for old, new in zip(words, out):
+            if new != old:
+                changed += 1
+                assert new.isalpha() and new.islower() and 2 <= len(new) <= 7
+    rate = changed / (len(draws) * len(words))
+    assert 0.26 < rate < 0.34  # 4800 words at p = 0.3 (a replacement equal to the word is ~1e-4)
+
+
+def test_word_noise_reaches_training_samples_only(two_tasks) -> None:
+    a, _ = two_tasks
+    cfg = DataConfig(data_dir=a, chunk_size=4, instruction_word_noise=0.5)
+    prepared = prepare_data(cfg)
+    train_ds = EpisodeDataset(cfg, prepared.train_episodes, prepared.norm_stats, augment=True)
+    val_ds = EpisodeDataset(cfg, prepared.train_episodes, prepared.norm_stats)
+    noisy = [train_ds[i]["instruction"] for i in range(len(train_ds))]
+    assert sum(t not in LIFT for t in noisy) > len(noisy) // 2  # 1 - 0.5^3 of 3-word instructions change
+    assert noisy == [train_ds[i]["instruction"] for i in range(len(train_ds))]  # deterministic per (seed, epoch, i)
+    train_ds.set_epoch(1)
+    assert noisy != [train_ds[i]["instruction"] for i in range(len(train_ds))]
+    assert {val_ds[i]["instruction"] for i in range(len(val_ds))} <= set(LIFT)
+    blind = DataConfig(data_dir=a, chunk_size=4, instruction_word_noise=0.5, constant_instruction="do the task")
+    blind_ds = EpisodeDataset(blind, prepared.train_episodes, prepared.norm_stats, augment=True)
+    assert {blind_ds[i]["instruction"] for i in range(len(blind_ds))} == {"do the task"}
+
+
+@pytest.mark.usefixtures("_restore_threads")
+def test_training_with_word_noise_records_it_and_keeps_validation_clean(two_tasks, tmp_path, monkeypatch) -> None:
+    a, _ = two_tasks
+    made: list[tuple[float, int]] = []
+    real_init = EpisodeDataset.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        made.append((self.word_noise, len(self.episodes)))
+
+    monkeypatch.setattr(EpisodeDataset, "__init__", spy)
+    result = train(micro_config(a, tmp_path / "run", instruction_word_noise=0.2, val_fraction=0.25, steps=2))
+    config = json.loads((result.last_checkpoint / "config.json").read_text())
+    assert config["data"]["instruction_word_noise"] == 0.2
+    assert made == [(0.2, 3), (0.0, 1)]  # the training split is augmented, the validation split is not

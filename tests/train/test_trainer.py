@@ -231,6 +231,11 @@ def test_bad_model_overrides_fail_when_the_config_is_built(tmp_path):
         TrainConfig.from_flat(data=tmp_path, out=tmp_path / "r", proprio_noise=0.5)
     with pytest.raises(ValueError, match="proprio_noise must be a finite std >= 0"):
         TrainConfig.from_flat(data=tmp_path, out=tmp_path / "r", use_proprio=True, proprio_noise=float("nan"))
+    with pytest.raises(ValueError, match="proprio_noise_dims=.* needs use_proprio"):
+        TrainConfig.from_flat(data=tmp_path, out=tmp_path / "r", proprio_noise_dims=("left_z=0.1",))
+    path.write_text("use_proprio: true\nproprio_noise_dims: [left_z=0.1, lift_z=0.1]\n")
+    with pytest.raises(ValueError, match="'lift_z=0.1' is not NAME=STD"):
+        TrainConfig.from_yaml(path, data=tmp_path, out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
 
 
@@ -355,7 +360,7 @@ def test_model_inputs_add_proprio_noise_only_in_training():
     class _Proc:
         """Image/text processing left out; VLAProcessor's proprio augmentation at std 0.5."""
 
-        settings = type("S", (), {"proprio_noise": 0.5})()
+        settings = type("S", (), {"proprio_noise": 0.5, "proprio_noise_dims": ()})()
         augment_proprio = VLAProcessor.augment_proprio
 
         def __call__(self, images, instructions, train, generator):
