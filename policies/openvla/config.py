@@ -228,10 +228,10 @@ class VLAConfig:
     the object in the image: the "copycat" shortcut of Wen et al. 2020 (Fighting Copycat Agents in Behavioral
     Cloning from Observation Histories), cf. de Haan et al. 2019 (Causal Confusion in Imitation Learning)."""
     proprio_noise_dims: tuple[str, ...] = knob(())
-    """Per-dimension overrides of ``proprio_noise`` as NAME=STD, NAME from envs.layout.ACTION_LAYOUT (the proprio
-    has the action's layout), e.g. ``left_z=0.1 right_z=0.1`` to hide the arms' xy (the copycat shortcut) but not
-    their height. () = proprio_noise everywhere. Measured on DualArmPickColorCube-v1 (#13, 3000 steps): 0.5 with
-    z at 0.1 still closed the gripper 4.4 cm above the cube (0.1 everywhere: 1.1 cm) and lifted 2/100 (24/100)."""
+    """Per-dimension overrides of ``proprio_noise`` as NAME=STD with NAME from envs.layout.ACTION_LAYOUT (the
+    proprio has the action's layout), for instance left_z=0.1 right_z=0.1 to hide the arms' xy but not their
+    height; () = proprio_noise everywhere. Measured on DualArmPickColorCube-v1 (#13, 3000 steps): 0.5 with z at 0.1
+    still closed the gripper 4.4 cm above the cube (0.1 everywhere: 1.1 cm) and lifted 2/100 (24/100)."""
     norm_mode: str = "bounds_q99"
     """Action/proprio normalization mode (policies.normalization.NORM_MODES); the model sees normalized values."""
     attn_implementation: AttnImplementation = "sdpa"
