@@ -2,8 +2,8 @@
 
     python -m benchmarks.bench_multitask --run runs/demo-multitask --blind runs/demo-multitask-blind \
         --data data/multitask/DualArmLiftBar-v1 data/multitask/DualArmPlaceShoe-v1 \
-        data/multitask/DualArmPickColorCube-v1 [--seeds 100000:100050] [--curve-seeds 100000:100020] \
-        [--curve-steps 1000 2000 3000 4000] [--workers 2]
+        data/multitask/DualArmPickSideCube-v1 data/multitask/DualArmPickColorCube-v1 \
+        [--seeds 100000:100050] [--curve-seeds 100000:100020] [--curve-steps 1000 2000 3000 4000] [--workers 2]
 
 What it runs (every number comes from `vla bench` folders under --results, resumable, commands recorded):
   * the final checkpoint of --run on every task it was trained on, --seeds, ``--instruction-split both``:
@@ -31,6 +31,7 @@ from benchmarks.bench_quality import bench, checkpoint_step, table, training_min
 from benchmarks.common import result_header, write_result
 from envs.specs import get_task
 from harness.compare import compare_runs, comparison_to_dict
+from harness.metrics import mcnemar_exact
 from harness.review_data import load_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -242,7 +243,33 @@ def grounding_comparison(
         out[name] = _bench(f"checkpoint:{ckpt}", grounding, seeds, folders[name], flags, commands)["grounding"]
     comp = compare_runs(load_run(folders["instructed"]), load_run(folders["instruction_blind"]))
     out["paired"] = comparison_to_dict(comp)
+    out["paired_per_task"] = pool_goals(out["paired"].get("per_task", {}))
     return out
+
+
+def pool_goals(per_task: dict[str, dict]) -> dict[str, dict]:
+    """Pool a counterfactual comparison's ``TASK@goal-G`` rows per task: {task: {n_pairs, success_rate_a,
+    success_rate_b, b, c, p_value}}, p the exact McNemar on the summed discordant counts (``harness.metrics``).
+    Rows are ``vla compare`` per_task rows (keys n_pairs, success_rate_a/b, b, c); labels without ``@`` pool on
+    their own."""
+    pooled: dict[str, dict] = {}
+    for label, row in per_task.items():
+        acc = pooled.setdefault(label.split("@")[0], {"n_pairs": 0, "a": 0.0, "b_succ": 0.0, "b": 0, "c": 0})
+        acc["n_pairs"] += row["n_pairs"]
+        acc["a"] += row["success_rate_a"] * row["n_pairs"]
+        acc["b_succ"] += row["success_rate_b"] * row["n_pairs"]
+        acc["b"], acc["c"] = acc["b"] + row["b"], acc["c"] + row["c"]
+    return {
+        task: {
+            "n_pairs": acc["n_pairs"],
+            "success_rate_a": round(acc["a"] / acc["n_pairs"], 4),
+            "success_rate_b": round(acc["b_succ"] / acc["n_pairs"], 4),
+            "b": acc["b"],
+            "c": acc["c"],
+            "p_value": mcnemar_exact(acc["b"], acc["c"]),
+        }
+        for task, acc in sorted(pooled.items())
+    }
 
 
 def single_task_controls(args: argparse.Namespace, commands: list[str]) -> list[dict]:

@@ -2,9 +2,9 @@
 
     record expert demos -> train the tiny VLA -> benchmark the checkpoint across seeds -> gallery -> results table
 
-``--multitask`` (``make demo MULTITASK=1``): the same for three tasks at once (one folder per task, one
-checkpoint), benchmarked per task with seen and unseen instructions, plus a counterfactual run of the
-grounding task (each seed once per goal).
+``--multitask`` (``make demo MULTITASK=1``): the same for four tasks at once (one folder per task, one
+checkpoint), benchmarked per task with seen and unseen instructions, plus a counterfactual run of the two
+grounding tasks (each seed once per goal).
 
 Every step prints its command first, shows progress, and is resumable: rerunning `make demo` continues an
 interrupted recording, resumes training from the last checkpoint and skips finished episodes of the benchmark.
@@ -28,8 +28,13 @@ from envs.specs import get_task
 RECIPES = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
 RECIPE = RECIPES / "tiny-liftbar.yaml"
 MULTITASK_RECIPE = RECIPES / "tiny-multitask.yaml"
-MULTITASK_TASKS = ("DualArmLiftBar-v1", "DualArmPlaceShoe-v1", "DualArmPickColorCube-v1")
-"""The tasks of ``--multitask``: two single-goal tasks and the language-grounding task."""
+MULTITASK_TASKS = (
+    "DualArmLiftBar-v1",
+    "DualArmPlaceShoe-v1",
+    "DualArmPickSideCube-v1",
+    "DualArmPickColorCube-v1",
+)
+"""The tasks of ``--multitask``: two single-goal tasks and the two language-grounding tasks."""
 
 
 @dataclasses.dataclass
@@ -39,8 +44,8 @@ class DemoConfig:
     quick: bool = False
     """A few-minute version: fewer demos, training steps and evaluation seeds (a smoke run, not a good policy)."""
     multitask: bool = False
-    """One VLA for LiftBar, PlaceShoe and PickColorCube (tiny-multitask.yaml, 150 demos each); seen/unseen and
-    counterfactual benchmarks (`make demo MULTITASK=1`)."""
+    """One VLA for LiftBar, PlaceShoe, PickSideCube and PickColorCube (tiny-multitask.yaml, 150 demos each);
+    seen/unseen and counterfactual benchmarks (`make demo MULTITASK=1`)."""
     task: str = "DualArmLiftBar-v1"
     """Task to record, train on and evaluate (`vla envs` lists them)."""
     recipe: Path | None = None

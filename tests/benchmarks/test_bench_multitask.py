@@ -146,3 +146,36 @@ def test_single_task_controls_bench_each_run_on_its_own_task(tmp_path: Path, mon
         and rows[1]["minutes"] == 1.5
         and rows[1]["per_task"]["DualArmLiftBar-v1"]["successes"] == 1
     )
+
+
+def test_goal_rows_pool_per_task_with_summed_discordant_pairs() -> None:
+    rows = {  # the step-16000 comparison's rows (benchmarks/results/multitask.json)
+        "DualArmPickSideCube-v1@goal-left": {
+            "n_pairs": 50,
+            "success_rate_a": 0.36,
+            "success_rate_b": 0.2,
+            "b": 13,
+            "c": 5,
+        },
+        "DualArmPickSideCube-v1@goal-right": {
+            "n_pairs": 50,
+            "success_rate_a": 0.26,
+            "success_rate_b": 0.28,
+            "b": 6,
+            "c": 7,
+        },
+        "DualArmPickColorCube-v1@goal-red": {
+            "n_pairs": 50,
+            "success_rate_a": 0.16,
+            "success_rate_b": 0.24,
+            "b": 4,
+            "c": 8,
+        },
+    }
+    pooled = bench_multitask.pool_goals(rows)
+    assert list(pooled) == ["DualArmPickColorCube-v1", "DualArmPickSideCube-v1"]
+    side = pooled["DualArmPickSideCube-v1"]
+    assert (side["n_pairs"], side["b"], side["c"]) == (100, 19, 12)
+    assert side["success_rate_a"] == pytest.approx(0.31) and side["success_rate_b"] == pytest.approx(0.24)
+    assert side["p_value"] == pytest.approx(0.28104, abs=1e-5)  # statsmodels mcnemar(exact=True) on 19 vs 12
+    assert pooled["DualArmPickColorCube-v1"]["n_pairs"] == 50

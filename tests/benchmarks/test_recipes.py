@@ -1,4 +1,4 @@
-"""Every training recipe in benchmarks/recipes/ is a valid `vla train --config` file."""
+"""Every training recipe in benchmarks/recipes/ (and its controls/) is a valid `vla train --config` file."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import pytest
 
 from train.train_config import TrainConfig
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "recipes").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "recipes").rglob("*.yaml"))
 
 
 def test_the_demo_recipe_exists() -> None:
     assert "tiny-liftbar.yaml" in {p.name for p in RECIPES}
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.parent.name + "/" + p.name)
 def test_recipe_builds_a_train_config(recipe: Path, tmp_path: Path) -> None:
     cfg = TrainConfig.from_yaml(recipe, data=tmp_path / "data", out=tmp_path / "run")
     assert cfg.config == recipe
