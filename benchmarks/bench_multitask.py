@@ -251,7 +251,10 @@ def pool_goals(per_task: dict[str, dict]) -> dict[str, dict]:
     """Pool a counterfactual comparison's ``TASK@goal-G`` rows per task: {task: {n_pairs, success_rate_a,
     success_rate_b, b, c, p_value}}, p the exact McNemar on the summed discordant counts (``harness.metrics``).
     Rows are ``vla compare`` per_task rows (keys n_pairs, success_rate_a/b, b, c); labels without ``@`` pool on
-    their own."""
+    their own.
+
+    Raises:
+        KeyError: a row without one of those keys."""
     pooled: dict[str, dict] = {}
     for label, row in per_task.items():
         acc = pooled.setdefault(label.split("@")[0], {"n_pairs": 0, "a": 0.0, "b_succ": 0.0, "b": 0, "c": 0})

@@ -24,6 +24,7 @@ import numpy as np
 
 from benchmarks.common import result_header, write_result
 from envs.layout import ACTION_LAYOUT
+from harness.benchmark_specs import parse_seeds
 
 GRIPPER = {"left": ACTION_LAYOUT.index("left_gripper"), "right": ACTION_LAYOUT.index("right_gripper")}
 """Action indices of the two grippers."""
@@ -89,18 +90,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, nargs="+", required=True, help="checkpoint folder(s)")
     p.add_argument("--task", default="DualArmPickColorCube-v1")
-    p.add_argument("--seeds", default="100000:100012", help="START:END (end exclusive)")
+    p.add_argument("--seeds", default="100000:100012", help="START:END (end exclusive), a,b,c or one seed")
     p.add_argument("--max-steps", type=int, default=64, help="control steps before giving up on a close")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results/grasp_probe.json")
     args = p.parse_args(argv)
-    start, _, end = args.seeds.partition(":")
     try:
-        args.seed_list = list(range(int(start), int(end)))
-    except ValueError:
-        p.error(f"--seeds: expected START:END, got {args.seeds!r}")
-    if not args.seed_list or args.max_steps < 1:
-        p.error(f"--seeds {args.seeds!r} is empty or --max-steps {args.max_steps} < 1")
+        args.seed_list = parse_seeds(args.seeds)
+    except ValueError as err:
+        p.error(f"--seeds: {err}")
+    if args.max_steps < 1:
+        p.error(f"--max-steps must be >= 1, got {args.max_steps}")
     return args
 
 

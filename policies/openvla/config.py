@@ -16,6 +16,7 @@ Two presets (:func:`preset`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -34,8 +35,10 @@ KNOB = "cli_knob"
 """Field-metadata key of the VLAConfig fields ``vla train`` exposes as flags (``--action-head``, ...)."""
 
 
+@functools.lru_cache(maxsize=32)
 def proprio_noise_stds(default: float, dims: tuple[str, ...], proprio_dim: int) -> tuple[float, ...]:
     """Per-dimension proprio noise std (``proprio_dim`` floats): ``default`` with the NAME=STD ``dims`` overrides.
+    Cached: the processor asks on every training step with the same arguments.
 
     Raises:
         ValueError: a malformed item, a NAME not in envs.layout.ACTION_LAYOUT (the known names are listed), a name

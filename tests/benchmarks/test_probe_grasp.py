@@ -76,3 +76,14 @@ def test_a_task_without_a_target_pose_is_refused(tmp_path) -> None:
             first_close(_Hover("left", np.zeros(3), 0.1), bar, 0, max_steps=8)
     finally:
         bar.close()
+
+
+def test_bad_arguments_are_named_and_nothing_is_written(tmp_path) -> None:
+    out = tmp_path / "probe.json"
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path), "--max-steps", "0", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path), "--seeds", "3:x", "--out", str(out)])
+    with pytest.raises(FileNotFoundError, match="missing"):
+        main(["--checkpoint", str(tmp_path / "missing"), "--out", str(out)])
+    assert not out.exists()
