@@ -8,6 +8,9 @@ goes below 0 (``envs.layout``: +1 open, -1 closed) or ``--max-steps`` pass. At t
 records that arm's TCP position minus the instructed object's centre (privileged ``target_pose``), in cm, and
 whether the closing arm is the instructed one (privileged ``side``: -1 left, +1 right). An arm that closes 5 cm
 above the object or on the other side tells a grasp failure from a reach failure, which success rates do not.
+The summary also fits, per axis, the closing TCP position against the object's position over the seeds
+(``localization``): slope ~1 means the policy goes where the object is, slope ~0 that it goes to one place
+whatever the layout (the mean grasp point), which succeeds only on layouts near the mean.
 For tasks whose privileged state has ``target_pose`` and ``side``: DualArmPickColorCube-v1, DualArmPickSideCube-v1.
 
 Writes a JSON result (benchmarks.common header); prints one line per checkpoint.
@@ -35,7 +38,9 @@ def first_close(policy: Any, env: Any, seed: int, max_steps: int) -> dict[str, A
     first goes below 0.
 
     Returns: {"seed", "step" (control step of the command, None if none came), "arm" ("left"/"right"/None),
-    "instructed_arm" (bool or None), "offset_cm" ([dx, dy, dz] TCP - target centre, world frame, or None)}.
+    "instructed_arm" (bool or None), "offset_cm" ([dx, dy, dz] TCP - target centre, world frame, or None),
+    "target_cm" ([x, y, z] of the target centre, world frame; y times the instructed side, so both sides' objects
+    lie at y > 0 and one fit covers them)}.
 
     Raises:
         KeyError: the task's privileged state has no ``target_pose`` or ``side``.
@@ -51,6 +56,8 @@ def first_close(policy: Any, env: Any, seed: int, max_steps: int) -> dict[str, A
     instructed = "left" if float(state["side"][0][0]) < 0 else "right"
     agents = {"left": env.unwrapped.left_agent, "right": env.unwrapped.right_agent}
     cameras = policy.metadata.cameras
+    sign = np.array([1.0, -1.0 if instructed == "left" else 1.0, 1.0])
+    where = [round(float(x), 2) for x in target * sign * 100]
     step = 0
     while step < max_steps:
         chunk = np.asarray(policy.predict_action_chunk(policy_observation(obs, cameras, False)))[0]
@@ -60,12 +67,19 @@ def first_close(policy: Any, env: Any, seed: int, max_steps: int) -> dict[str, A
                 arm = closing[0] if len(closing) == 1 else instructed
                 tcp = agents[arm].tcp.pose.p[0].cpu().numpy().astype(np.float64)
                 off = [round(float(x), 2) for x in (tcp - target) * 100]
-                return {"seed": seed, "step": step, "arm": arm, "instructed_arm": arm == instructed, "offset_cm": off}
+                return {
+                    "seed": seed,
+                    "step": step,
+                    "arm": arm,
+                    "instructed_arm": arm == instructed,
+                    "offset_cm": off,
+                    "target_cm": where,
+                }
             obs, *_ = env.step(action[None])
             step += 1
             if step >= max_steps:
                 break
-    return {"seed": seed, "step": None, "arm": None, "instructed_arm": None, "offset_cm": None}
+    return {"seed": seed, "step": None, "arm": None, "instructed_arm": None, "offset_cm": None, "target_cm": where}
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -81,8 +95,34 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         off = np.array([r["offset_cm"] for r in right_arm])
         for name, col in (("abs_dx_cm", np.abs(off[:, 0])), ("abs_dy_cm", np.abs(off[:, 1])), ("dz_cm", off[:, 2])):
             out[name] = {"mean": round(float(col.mean()), 2), "p90": round(float(np.percentile(col, 90)), 2)}
+    if len(right_arm) >= 3:
+        out["localization"] = localization(right_arm)
     if closed:
         out["mean_close_step"] = round(float(np.mean([r["step"] for r in closed])), 1)
+    return out
+
+
+def localization(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per axis x and y: least-squares ``slope`` and ``corr`` of the closing TCP position on the target's position
+    (cm, y mirrored by side as in :func:`first_close`) over ``rows``, and ``blind_abs_err_cm``, the mean |error|
+    of a policy that always closed at the rows' mean target (the error a slope-0 policy cannot beat).
+
+    Raises:
+        ValueError: fewer than 3 rows, or a row without ``target_cm``.
+    """
+    if len(rows) < 3 or any(r.get("target_cm") is None for r in rows):
+        raise ValueError(f"localization: need >= 3 closes with target_cm, got {len(rows)}")
+    target = np.array([r["target_cm"] for r in rows], dtype=np.float64)
+    sign = np.array([[1.0, -1.0 if r["arm"] == "left" else 1.0, 1.0] for r in rows])
+    tcp = target + np.array([r["offset_cm"] for r in rows], dtype=np.float64) * sign
+    out = {}
+    for i, axis in enumerate("xy"):
+        t, c = target[:, i], tcp[:, i]
+        spread = float(np.var(t))
+        slope = float(np.cov(t, c, bias=True)[0, 1] / spread) if spread > 0 else float("nan")
+        corr = float(np.corrcoef(t, c)[0, 1]) if spread > 0 and np.var(c) > 0 else float("nan")
+        blind = float(np.mean(np.abs(t - t.mean())))
+        out[axis] = {"slope": round(slope, 2), "corr": round(corr, 2), "blind_abs_err_cm": round(blind, 2)}
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.probe_grasp import first_close, main, summarize
+from benchmarks.probe_grasp import first_close, localization, main, summarize
 from envs.layout import ACTION_LAYOUT
 from policies.base import PolicyMetadata
 
@@ -57,12 +57,36 @@ def test_the_offset_is_where_the_arm_was_when_it_closed(env) -> None:
     wrong = first_close(_Hover(other, target, 0.10), env, 3, max_steps=64)
     assert wrong["arm"] == other and wrong["instructed_arm"] is False
     never = first_close(_Hover(side, target, 0.05, open_chunks=None), env, 3, max_steps=20)
-    assert never == {"seed": 3, "step": None, "arm": None, "instructed_arm": None, "offset_cm": None}
+    assert {k: v for k, v in never.items() if k != "target_cm"} == {
+        "seed": 3,
+        "step": None,
+        "arm": None,
+        "instructed_arm": None,
+        "offset_cm": None,
+    }
+    assert never["target_cm"][1] > 0  # mirrored by side: both sides' objects at y > 0
     summary = summarize([row, wrong, never])
     assert summary["seeds"] == 3 and summary["closed"] == 2 and summary["closed_instructed_arm"] == 1
     # offsets describe the instructed arm's close only: the wrong arm's ~35 cm miss is not averaged in
     assert summary["abs_dy_cm"]["mean"] == pytest.approx(abs(row["offset_cm"][1]), abs=0.01)
     assert summary["dz_cm"]["mean"] == pytest.approx(row["offset_cm"][2], abs=0.01)
+
+
+def test_localization_tells_a_policy_that_follows_the_object_from_one_that_goes_to_the_mean(env) -> None:
+    seeds = [3, 4, 5, 6, 7, 8]
+    follows, mean_point = [], []
+    for seed in seeds:
+        target, side = _target(env, seed)
+        follows.append(first_close(_Hover(side, target, 0.02, open_chunks=3), env, seed, max_steps=64))
+        fixed = np.array([0.10, 0.19 if side == "right" else -0.19, 0.025])  # mean grasp point, 8 cm up (no contact)
+        mean_point.append(first_close(_Hover(side, fixed, 0.08, open_chunks=3), env, seed, max_steps=64))
+    good, blind = summarize(follows)["localization"], summarize(mean_point)["localization"]
+    for axis in "xy":
+        assert good[axis]["slope"] == pytest.approx(1.0, abs=0.15) and good[axis]["corr"] > 0.95
+        assert abs(blind[axis]["slope"]) < 0.15
+        assert good[axis]["blind_abs_err_cm"] == blind[axis]["blind_abs_err_cm"] > 0.5  # same seeds, same targets
+    with pytest.raises(ValueError, match=">= 3 closes"):
+        localization(follows[:2])
 
 
 def test_a_task_without_a_target_pose_is_refused(tmp_path) -> None:
