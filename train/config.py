@@ -96,6 +96,9 @@ class DataConfig:
     """Explicit episode indices held out for validation (excludes --val-fraction)."""
     seed: tyro.conf.Suppress[int] = 0
     """Seed of the train/val split and of the per-sample instruction choice (the run's --seed)."""
+    keyposes: tyro.conf.Suppress[bool] = False
+    """Also give each sample both arms' next keyposes (train.dataset.next_keyposes); set by the trainer once the
+    model is built, to whether it has ``keypose_aux``. Needs action_key ``action`` (absolute targets)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -107,6 +110,8 @@ class DataConfig:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         self.val_episodes = tuple(int(i) for i in self.val_episodes)
+        if self.keyposes and self.action_key != "action":
+            raise ValueError(f"keyposes (keypose_aux) need action_key 'action', got {self.action_key!r}")
         if self.val_episodes and self.val_fraction > 0:
             raise ValueError(
                 f"give either val_fraction ({self.val_fraction}) or val_episodes ({self.val_episodes}), not both"

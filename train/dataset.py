@@ -51,6 +51,36 @@ def noisy_instruction(text: str, p: float, rng: np.random.Generator) -> str:
     return " ".join(words)
 
 
+def next_keyposes(actions: np.ndarray, norm_stats: NormStats | None, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Each arm's next keypose for every step of one episode: the x, y, z of the action row at which that arm's
+    gripper command next turns closed (< 0 after >= 0, or < 0 at step 0), at or after the step. Keyframes from
+    gripper-state changes as in PerAct (Shridhar et al. 2022, "Perceiver-Actor", keyframe discovery).
+
+    Args:
+        actions: (T, 14) absolute actions (``envs.layout.ACTION_LAYOUT``; gripper +1 open, -1 closed).
+        norm_stats: the run's statistics (None: raw metres); rows are normalized as the action targets are.
+        cfg: the run's data config (``norm_mode``).
+
+    Returns:
+        (T, 2, 3) float32 keyposes (left arm, right arm; x, y, z) and (T, 2) bool: False where that arm closes no
+        more in the episode (its keypose is then zeros, and masked out of the loss).
+    """
+    from envs.layout import ACTION_LAYOUT
+
+    rows = norm_stats.action.normalize(actions, cfg.norm_mode) if norm_stats is not None else actions
+    poses = np.zeros((len(actions), 2, 3), dtype=np.float32)
+    valid = np.zeros((len(actions), 2), dtype=bool)
+    for a, arm in enumerate(("left", "right")):
+        dims = [ACTION_LAYOUT.index(f"{arm}_{axis}") for axis in ("x", "y", "z")]
+        closed = actions[:, ACTION_LAYOUT.index(f"{arm}_gripper")] < 0
+        onsets = np.flatnonzero(closed & ~np.concatenate([[False], closed[:-1]]))
+        nxt = np.searchsorted(onsets, np.arange(len(actions)))  # first onset >= t
+        ok = nxt < len(onsets)
+        valid[:, a] = ok
+        poses[ok, a] = rows[onsets[nxt[ok]]][:, dims]
+    return poses, valid
+
+
 Transform = Callable[[torch.Tensor, list[str]], Mapping[str, Any]]
 """``transform(images (B, V, H, W, 3) uint8 tensor, instructions list[str]) -> dict of model tensors``."""
 
@@ -60,7 +90,8 @@ def collate_samples(samples: Sequence[Mapping[str, Any]], transform: Transform |
 
     Returns:
         ``images`` (B, V, H, W, 3) uint8, ``actions`` (B, chunk, 14) float32, ``action_is_pad`` (B, chunk) bool,
-        ``proprio`` (B, 14) float32 (when the samples have it), ``instruction`` list[str], ``episode_index`` and
+        ``proprio`` (B, 14) float32, ``keypose`` (B, 2, 3) float32 and ``keypose_mask`` (B, 2) bool (when the
+        samples have them), ``instruction`` list[str], ``episode_index`` and
         ``t`` (B,) int64 tensors. With ``transform``, ``images`` is replaced by the mapping
         ``transform(images, instructions)`` returns (e.g. pixel_values, input_ids, attention_mask), merged in.
 
@@ -75,8 +106,9 @@ def collate_samples(samples: Sequence[Mapping[str, Any]], transform: Transform |
         "episode_index": torch.tensor([s["episode_index"] for s in samples], dtype=torch.int64),
         "t": torch.tensor([s["t"] for s in samples], dtype=torch.int64),
     }
-    if "proprio" in samples[0]:
-        batch["proprio"] = torch.from_numpy(np.stack([s["proprio"] for s in samples]))
+    for key in ("proprio", "keypose", "keypose_mask"):
+        if key in samples[0]:
+            batch[key] = torch.from_numpy(np.stack([s[key] for s in samples]))
     if transform is not None:
         out = transform(batch.pop("images"), batch["instruction"])
         if not isinstance(out, Mapping):
@@ -102,6 +134,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
             :meth:`set_epoch` before each epoch's iterator is created (with ``persistent_workers`` the workers keep
             the epoch they were started with).
         episode_index: int, the i of episode_{i}.hdf5; t: int, the step.
+        keypose, keypose_mask: (2, 3) float32 and (2,) bool, only with ``cfg.keyposes``: :func:`next_keyposes`
+            row t, normalized like the actions.
     """
 
     def __init__(
@@ -152,6 +186,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self._keys = [CAMERA_TO_HDF5_KEY[c] for c in cfg.cameras]
         self._pid: int | None = None
         self._open: OrderedDict[Path, Any] = OrderedDict()
+        self._keyposes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _check_inputs(self) -> None:
         cfg = self.cfg
@@ -258,6 +293,11 @@ class EpisodeDataset(torch.utils.data.Dataset):
             "episode_index": episode.index,
             "t": t,
         }
+        if cfg.keyposes:
+            if pos not in self._keyposes:  # once per episode: the whole (T, 14) action array is small
+                self._keyposes[pos] = next_keyposes(np.asarray(ds["action"][:], dtype=np.float32), self.norm_stats, cfg)
+            poses, valid = self._keyposes[pos]
+            sample["keypose"], sample["keypose_mask"] = poses[t], valid[t]
         if cfg.use_proprio:
             proprio = np.asarray(ds["proprio"][t], dtype=np.float32)
             if self.norm_stats is not None:

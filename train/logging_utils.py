@@ -2,9 +2,10 @@
 
 Scalars per logged step (names as written): ``train/loss``, ``train/curr_action_l1``, ``train/future_actions_l1``,
 ``train/lr``, ``train/grad_norm``, ``train/samples_per_s`` (global samples / wall time), ``train/data_wait_frac``
-(time blocked on the DataLoader / wall time), ``val/loss``, ``val/curr_action_l1``, ``val/future_actions_l1``,
-and whatever the in-loop benchmark hook returns under ``bench/``. ``metrics.jsonl`` holds one JSON object per
-call: ``{"step": N, "time": unix_s, <name>: value, ...}``.
+(time blocked on the DataLoader / wall time), ``val/loss``, ``val/curr_action_l1``, ``val/future_actions_l1``
+(plus ``train/keypose_l1`` and ``val/keypose_l1`` in a ``keypose_aux`` run), and whatever the in-loop benchmark
+hook returns under ``bench/``. ``metrics.jsonl`` holds one JSON object per call: ``{"step": N, "time": unix_s,
+<name>: value, ...}``.
 
 Only the main process logs; the other processes get a disabled logger.
 """

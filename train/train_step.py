@@ -19,6 +19,11 @@ METRIC_KEYS = ("loss", "curr_action_l1", "future_actions_l1")
 """The loss terms every model forward returns, logged under ``train/`` and ``val/``."""
 
 
+def metric_keys(cfg: TrainConfig) -> tuple[str, ...]:
+    """:data:`METRIC_KEYS`, plus ``keypose_l1`` in a keypose_aux run (its batches carry keyposes)."""
+    return (*METRIC_KEYS, "keypose_l1") if cfg.data.keyposes else METRIC_KEYS
+
+
 @dataclasses.dataclass
 class TrainRun:
     """Everything the loop needs (built by :func:`_setup`)."""
@@ -67,6 +72,9 @@ def model_inputs(
     all moved to ``device``."""
     enc = processor(batch["images"], batch["instruction"], train=train, generator=generator)
     inputs = {**enc, "actions": batch["actions"], "action_is_pad": batch["action_is_pad"]}
+    for key in ("keypose", "keypose_mask"):  # only in batches of a keypose_aux run (DataConfig.keyposes)
+        if key in batch:
+            inputs[key] = batch[key]
     if "proprio" in batch:
         inputs["proprio"] = processor.augment_proprio(batch["proprio"], generator) if train else batch["proprio"]
     return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
@@ -78,7 +86,8 @@ def train_step(run: TrainRun, batches) -> tuple[dict[str, float], float, float]:
     cfg, acc = run.cfg, run.accelerator
     t0 = time.perf_counter()
     waited = 0.0
-    sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64)
+    metrics = metric_keys(cfg)
+    sums = torch.zeros(len(metrics), dtype=torch.float64)
     grad_norm = torch.tensor(float("nan"))
     lr = run.optimizer.param_groups[0]["lr"]
     for _ in range(cfg.optim.grad_accum):
@@ -94,16 +103,16 @@ def train_step(run: TrainRun, batches) -> tuple[dict[str, float], float, float]:
                 grad_norm = acc.clip_grad_norm_(run.params, cfg.optim.max_grad_norm or float("inf"))
             run.optimizer.step()
             run.optimizer.zero_grad(set_to_none=True)
-        sums += torch.stack([out[k].detach().float() for k in METRIC_KEYS]).double().cpu()
+        sums += torch.stack([out[k].detach().float() for k in metrics]).double().cpu()
     run.scheduler.step()
     values = (sums / cfg.optim.grad_accum).tolist()
-    record = {**dict(zip(METRIC_KEYS, values)), "lr": float(lr), "grad_norm": float(grad_norm)}
+    record = {**dict(zip(metrics, values)), "lr": float(lr), "grad_norm": float(grad_norm)}
     return record, time.perf_counter() - t0, waited
 
 
 def log_train(run: TrainRun, logger, step: int, records: list[dict[str, float]], window: dict) -> None:
     acc, cfg = run.accelerator, run.cfg
-    keys = (*METRIC_KEYS, "grad_norm")
+    keys = (*metric_keys(cfg), "grad_norm")
     local = torch.tensor([[r[k] for k in keys] for r in records], dtype=torch.float64).mean(0)
     mean = acc.reduce(local.to(acc.device), reduction="mean").cpu()
     scalars = {f"train/{k}": float(v) for k, v in zip(keys, mean.tolist())}
@@ -122,7 +131,8 @@ def validate(run: TrainRun) -> dict[str, float]:
     lists = validation_batches(
         len(run.val_ds), cfg.optim.batch_size, cfg.cadence.val_batches, cfg.seed, acc.process_index, acc.num_processes
     )
-    sums = torch.zeros(len(METRIC_KEYS) + 1, dtype=torch.float64)
+    metrics = metric_keys(cfg)
+    sums = torch.zeros(len(metrics) + 1, dtype=torch.float64)
     run.model.eval()
     try:
         if lists:
@@ -132,8 +142,8 @@ def validate(run: TrainRun) -> dict[str, float]:
             for batch in loader:
                 out = run.model(**model_inputs(batch, run.processor, False, None, acc.device))
                 n = float(batch["actions"].shape[0])
-                sums += torch.tensor([float(out[k]) * n for k in METRIC_KEYS] + [n], dtype=torch.float64)
+                sums += torch.tensor([float(out[k]) * n for k in metrics] + [n], dtype=torch.float64)
     finally:
         run.model.train()
     total = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
-    return {f"val/{k}": float(total[i] / max(total[-1], 1.0)) for i, k in enumerate(METRIC_KEYS)}
+    return {f"val/{k}": float(total[i] / max(total[-1], 1.0)) for i, k in enumerate(metrics)}

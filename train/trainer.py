@@ -166,6 +166,8 @@ def _setup(cfg: TrainConfig, accelerator, ckpt: Path | None, raw: dict | None) -
     else:
         model, processor = build_fresh_model(cfg, prepared, dtype)
     check_prompt_lengths(processor, model.config, prepared)
+    dcfg.keyposes = bool(model.config.keypose_aux)  # the aux loss's targets, whether set here or by --base
+    dcfg.__post_init__()
     model = wrap_for_finetune(cfg, model)
     if ckpt is not None:
         load_finetune_weights(model, ckpt, raw["finetune"])

@@ -25,6 +25,8 @@ ADAPTABLE_FIELDS = (
     "action_head",
     "token_decoding",
     "use_film",
+    "keypoints",
+    "keypose_aux",
     "action_head_hidden",
     "action_head_blocks",
     "image_aug",
@@ -39,6 +41,7 @@ number of views, or preprocessing); every other field must match the base weight
 
 def _new_heads(model: VLA, config: VLAConfig) -> dict[str, torch.nn.Module | None]:
     from policies.openvla.heads import FiLM, ProprioProjector, make_action_head
+    from policies.openvla.keypoints import make_keypoint_encoder
 
     d = config.llm.hidden_size
     film = None
@@ -51,16 +54,17 @@ def _new_heads(model: VLA, config: VLAConfig) -> dict[str, torch.nn.Module | Non
         "proprio_projector": ProprioProjector(config.proprio_dim, d) if config.proprio_dim > 0 else None,
         "action_head": make_action_head(config),
         "film": film,
+        "keypoint_encoder": make_keypoint_encoder(config),
     }
 
 
 def adapt_base_model(model: VLA, config: VLAConfig, seed: int = 0) -> tuple[VLA, list[str]]:
     """Give a base VLA (e.g. from ``from_openvla_checkpoint``) the fine-tune's config, in place.
 
-    Only :data:`ADAPTABLE_FIELDS` may differ. Heads (action head, proprio projector, FiLM) are rebuilt for the new
-    config; one whose parameter shapes still fit keeps its weights (OFT's L1 head is applied per chunk step, so its
-    weights do not depend on chunk_size), others are initialised under ``torch.manual_seed(seed)`` (the global
-    RNG is left untouched).
+    Only :data:`ADAPTABLE_FIELDS` may differ. Heads (action head, proprio projector, FiLM, keypoints) are rebuilt
+    for the new config; one whose parameter shapes still fit keeps its weights (OFT's L1 head is applied per chunk
+    step, so its weights do not depend on chunk_size), others are initialised under ``torch.manual_seed(seed)``
+    (the global RNG is left untouched).
 
     Returns:
         (the model, names of the heads that were newly initialised).

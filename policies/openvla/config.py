@@ -23,6 +23,17 @@ from typing import Any, Literal
 
 from envs.layout import ACTION_LAYOUT, CAMERAS
 from policies.normalization import NORM_MODES
+from policies.openvla.specs import (  # noqa: F401  (re-exported: VLAConfig's field types)
+    DINOV2_VIT_L,
+    LLAMA2_7B,
+    SIGLIP_SO400M,
+    TINY_LLM,
+    TINY_SIGLIP,
+    TINY_VIT,
+    LLMSpec,
+    VisionSpec,
+    positive,
+)
 
 VisionBackboneKind = Literal["dinosiglip", "dinov2", "siglip"]
 ProjectorKind = Literal["auto", "fused-gelu-mlp", "gelu-mlp"]
@@ -76,96 +87,6 @@ def knob_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(VLAConfig) if f.metadata.get(KNOB))
 
 
-def _positive(owner: str, **values: int | float) -> None:
-    for name, value in values.items():
-        if value <= 0:
-            raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class VisionSpec:
-    """Dimensions of one ViT featurizer (timm naming in the OpenVLA checkpoint, transformers modules here)."""
-
-    width: int
-    """Embedding dimension D of the ViT (DINOv2 ViT-L: 1024, SigLIP So400m: 1152)."""
-    depth: int
-    """Number of transformer blocks stored (24 / 27). Features are read after block ``depth - 2`` (the
-    second-to-last, as OpenVLA does); the last block and the final norm are kept only for checkpoint fidelity."""
-    heads: int
-    """Attention heads; must divide ``width``."""
-    mlp_dim: int
-    """Hidden size of each block's MLP (DINOv2: 4 x width, an integer ratio as transformers requires; SigLIP
-    So400m: 4304)."""
-    registers: int = 0
-    """Register tokens (DINOv2 with registers: 4; SigLIP: 0). Dropped from the features with the class token."""
-
-    def __post_init__(self) -> None:
-        _positive("VisionSpec", width=self.width, heads=self.heads, mlp_dim=self.mlp_dim)
-        if self.depth < 2:
-            raise ValueError(f"VisionSpec.depth must be >= 2 (features come from block depth-2), got {self.depth}")
-        if self.width % self.heads:
-            raise ValueError(f"VisionSpec.width {self.width} is not divisible by heads {self.heads}")
-        if self.registers < 0:
-            raise ValueError(f"VisionSpec.registers must be >= 0, got {self.registers}")
-
-
-@dataclasses.dataclass(frozen=True)
-class LLMSpec:
-    """Dimensions of the Llama language model (transformers ``LlamaForCausalLM``)."""
-
-    hidden_size: int = 4096
-    """Model width D (Llama-2-7B: 4096)."""
-    num_layers: int = 32
-    """Decoder layers."""
-    num_heads: int = 32
-    """Attention heads; must divide ``hidden_size``."""
-    num_kv_heads: int = 32
-    """Key/value heads (grouped-query attention when < num_heads); must divide ``num_heads``."""
-    intermediate_size: int = 11008
-    """SwiGLU MLP hidden size."""
-    vocab_size: int = 32064
-    """Rows of the embedding and of the (untied) lm_head: the tokenizer size padded to a multiple of 64."""
-    max_position_embeddings: int = 2048
-    """Longest sequence (RoPE positions)."""
-    rms_norm_eps: float = 1e-6
-    """RMSNorm epsilon."""
-    rope_theta: float = 10000.0
-    """RoPE base frequency."""
-    pad_token_id: int = 32000
-    """Padding id (OpenVLA: 32000, ``<PAD>``)."""
-    bos_token_id: int = 1
-    """Beginning-of-sequence id; the processor's prompts start with it and patches are inserted after it."""
-    eos_token_id: int = 2
-    """End-of-sequence id, used as OFT's STOP token after the action slots."""
-
-    def __post_init__(self) -> None:
-        _positive(
-            "LLMSpec",
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            num_kv_heads=self.num_kv_heads,
-            intermediate_size=self.intermediate_size,
-            vocab_size=self.vocab_size,
-            max_position_embeddings=self.max_position_embeddings,
-            rms_norm_eps=self.rms_norm_eps,
-            rope_theta=self.rope_theta,
-        )
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"LLMSpec.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"LLMSpec.num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            value = getattr(self, name)
-            if not 0 <= value < self.vocab_size:
-                raise ValueError(f"LLMSpec.{name} must be in [0, vocab_size={self.vocab_size}), got {value}")
-
-
-DINOV2_VIT_L = VisionSpec(width=1024, depth=24, heads=16, mlp_dim=4096, registers=4)
-SIGLIP_SO400M = VisionSpec(width=1152, depth=27, heads=16, mlp_dim=4304, registers=0)
-LLAMA2_7B = LLMSpec()
-
-
 @dataclasses.dataclass(frozen=True)
 class VLAConfig:
     """Everything that defines the VLA's architecture and its input conventions (saved as ``config.json``)."""
@@ -216,6 +137,15 @@ class VLAConfig:
     use_film: bool = knob(False)
     """FiLM: in each used ViT block, after the attention residual, x = x * (1 + gamma) + beta with gamma, beta
     linear in the mean language embedding (OFT ``FiLMedVisionTransformerBlock``)."""
+    keypoints: int = knob(0)
+    """K spatial-softmax keypoints per view from a small conv net on the pixels, one extra LLM token per view after
+    its patches (``policies.openvla.keypoints``, after Levine, Finn, Darrell and Abbeel 2016); 0 = off, as OpenVLA,
+    whose checkpoint format cannot hold them"""
+    keypose_aux: float = knob(0.0)
+    """Training only: weight of an auxiliary L1 loss in which a readout of the keypoints (needs ``keypoints``)
+    predicts each arm's next keypose, the normalized x, y, z of the action row where that arm's gripper next
+    closes in the episode (keyframes as in PerAct: Shridhar et al., 2022); it teaches the keypoints to find what
+    the arms will grasp. 0 = off; the readout is never used to act"""
     cameras: tuple[str, ...] = ("head", "left_wrist")
     """Camera views in model order (1-4 names from envs.layout.CAMERAS); views concatenate on the token axis."""
     image_aug: bool = knob(True)
@@ -242,7 +172,7 @@ class VLAConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cameras", tuple(self.cameras))
-        _positive(
+        positive(
             "VLAConfig",
             image_size=self.image_size,
             patch_size=self.patch_size,
@@ -273,6 +203,13 @@ class VLAConfig:
             raise ValueError(f"VLAConfig.proprio_noise must be a finite std >= 0, got {self.proprio_noise}")
         object.__setattr__(self, "proprio_noise_dims", tuple(str(x) for x in self.proprio_noise_dims))
         proprio_noise_stds(self.proprio_noise, self.proprio_noise_dims, self.proprio_dim)  # validates
+        if self.keypoints < 0:
+            raise ValueError(f"VLAConfig.keypoints must be >= 0, got {self.keypoints}")
+        if not (self.keypose_aux >= 0 and math.isfinite(self.keypose_aux)) or (self.keypose_aux and not self.keypoints):
+            raise ValueError(
+                f"VLAConfig.keypose_aux must be a finite weight >= 0 and needs keypoints > 0, got keypose_aux "
+                f"{self.keypose_aux} with keypoints {self.keypoints}"
+            )
         if self.flow_steps < 1:
             raise ValueError(f"VLAConfig.flow_steps must be >= 1, got {self.flow_steps}")
         if self.action_head_blocks < 0 or (self.action_head_hidden is not None and self.action_head_hidden <= 0):
@@ -281,7 +218,7 @@ class VLAConfig:
                 f"{self.action_head_hidden} must be >= 0 / > 0"
             )
         self._check_token_ids()
-        n_tokens = 1 + len(self.cameras) * self.num_patches_per_view + 64 + self.chunk_size * self.action_dim
+        n_tokens = 1 + self.num_vision_tokens + 64 + self.chunk_size * self.action_dim
         if n_tokens > self.llm.max_position_embeddings:
             raise ValueError(
                 f"VLAConfig: sequence of ~{n_tokens} tokens exceeds llm.max_position_embeddings "
@@ -342,8 +279,13 @@ class VLAConfig:
     def prompt_token_budget(self) -> int:
         """Most prompt tokens (BOS and the instruction template included) that fit the LLM's positions next to the
         patches of every view, the proprio token, the action slots of a chunk and the stop token."""
-        fixed = len(self.cameras) * self.num_patches_per_view + (1 if self.proprio_dim else 0)
+        fixed = self.num_vision_tokens + (1 if self.proprio_dim else 0)
         return self.llm.max_position_embeddings - fixed - self.chunk_size * self.action_dim - 1
+
+    @property
+    def num_vision_tokens(self) -> int:
+        """Image tokens in the LLM input: per view its patches and, with ``keypoints``, one keypoint token."""
+        return len(self.cameras) * (self.num_patches_per_view + (1 if self.keypoints else 0))
 
     @property
     def num_patches_per_view(self) -> int:
@@ -417,20 +359,6 @@ def pad_vocab(n_tokens: int, multiple: int = 64) -> int:
     """Round a tokenizer size up to a multiple (OpenVLA pads 32001 -> 32064 with ``pad_to_multiple_of=64``)."""
     return int(math.ceil(n_tokens / multiple) * multiple)
 
-
-TINY_VIT = VisionSpec(width=192, depth=4, heads=3, mlp_dim=768, registers=4)
-TINY_SIGLIP = VisionSpec(width=192, depth=4, heads=3, mlp_dim=768, registers=0)
-TINY_LLM = LLMSpec(
-    hidden_size=256,
-    num_layers=4,
-    num_heads=4,
-    num_kv_heads=4,
-    intermediate_size=512,
-    vocab_size=1024,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-)
 
 PRESETS: dict[str, VLAConfig] = {
     "openvla-7b": VLAConfig(),

@@ -122,7 +122,8 @@ def _unwrap(model: Any) -> VLA:
 
 
 def save_heads(model: Any, directory: str | os.PathLike) -> Path:
-    """Save the heads (action_head, proprio_projector, film; whichever exist) as ``heads.safetensors``."""
+    """Save the heads (action_head, proprio_projector, film, keypoint_encoder; whichever exist) as
+    ``heads.safetensors``."""
     from safetensors.torch import save_file
 
     vla = _unwrap(model)

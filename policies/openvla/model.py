@@ -32,9 +32,10 @@ from policies.openvla.heads import (
     make_action_head,
     token_ids_to_actions,
 )
+from policies.openvla.keypoints import make_keypoint_encoder
 from policies.openvla.vision import VisionBackbone
 
-HEAD_MODULES = ("action_head", "proprio_projector", "film")
+HEAD_MODULES = ("action_head", "proprio_projector", "film", "keypoint_encoder")
 """Top-level modules that are not part of an OpenVLA checkpoint; trained fully and saved as heads."""
 
 
@@ -78,7 +79,8 @@ class VLA(nn.Module):
 
     Submodules (names = OpenVLA checkpoint prefixes): ``vision_backbone``, ``projector``, ``language_model``
     (``LlamaForCausalLM``), and the heads ``proprio_projector`` (proprio_dim > 0), ``action_head`` (l1 head),
-    ``film`` (use_film); the flow head (``action_head="flow"``) lives in ``action_head`` too.
+    ``film`` (use_film), ``keypoint_encoder`` (keypoints > 0); the flow head (``action_head="flow"``) lives in
+    ``action_head`` too.
 
     Args:
         config: the architecture.
@@ -98,6 +100,7 @@ class VLA(nn.Module):
             self.language_model = LlamaForCausalLM(llama_config(config))
         self.proprio_projector = ProprioProjector(config.proprio_dim, d) if config.proprio_dim > 0 else None
         self.action_head = make_action_head(config)
+        self.keypoint_encoder = make_keypoint_encoder(config)
         self.film = None
         if config.use_film:
             self.film = FiLM(
@@ -163,9 +166,19 @@ class VLA(nn.Module):
         return self.language_model.get_input_embeddings()(ids)
 
     def embed_images(self, pixel_values: torch.Tensor, language: torch.Tensor | None = None) -> torch.Tensor:
-        """Projected patch embeddings (B, V*N, D); ``language`` (B, D) is the FiLM condition (use_film only)."""
+        """Projected patch embeddings (B, V*N, D); ``language`` (B, D) is the FiLM condition (use_film only).
+
+        With ``config.keypoints`` each view's N patches are followed by its keypoint token: (B, V*(N+1), D).
+        """
         film = self.film(language) if self.film is not None else None
-        return self.projector(self.vision_backbone(pixel_values.to(self.dtype), film))
+        pixels = pixel_values.to(self.dtype)
+        patches = self.projector(self.vision_backbone(pixels, film))
+        if self.keypoint_encoder is None:
+            return patches
+        points = self.keypoint_encoder(self.keypoint_encoder.view_keypoints(pixels, self.config.channels_per_view))
+        b, v = points.shape[:2]  # points: (B, V, D) tokens
+        per_view = patches.reshape(b, v, -1, patches.shape[-1])
+        return torch.cat([per_view, points[:, :, None]], dim=2).reshape(b, -1, patches.shape[-1])
 
     def _prefix(self, pixel_values, text, mask, proprio) -> torch.Tensor:
         language = None
@@ -246,6 +259,8 @@ class VLA(nn.Module):
         proprio: torch.Tensor | None = None,
         actions: torch.Tensor | None = None,
         action_is_pad: torch.Tensor | None = None,
+        keypose: torch.Tensor | None = None,
+        keypose_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training forward.
 
@@ -255,6 +270,9 @@ class VLA(nn.Module):
             proprio: (B, P) normalized proprio (required when ``proprio_dim > 0``).
             actions: (B, H, A) NORMALIZED ground-truth chunk; required for the loss and for autoregressive tokens.
             action_is_pad: (B, H) bool, True for padded steps (excluded from loss and metrics).
+            keypose, keypose_mask: (B, 2, 3) normalized next keyposes and (B, 2) bool validity (train.dataset);
+                with ``keypose_aux`` > 0 their L1 (``keypose_l1``) is added to ``loss`` times ``keypose_aux`` in
+                train mode only, so validation losses stay comparable with runs without it.
 
         Returns:
             ``actions_pred`` (B, H, A) float32 normalized; with ``actions`` also ``loss`` (L1 for the l1 head,
@@ -282,6 +300,11 @@ class VLA(nn.Module):
             out.update(self._flow_forward(pixel_values, input_ids, attention_mask, proprio, actions, step_mask))
         else:
             out.update(self._token_forward(pixel_values, input_ids, attention_mask, proprio, actions, step_mask))
+        if cfg.keypose_aux and keypose is not None and keypose_mask is not None:
+            points = self.keypoint_encoder.view_keypoints(pixel_values.to(self.dtype), cfg.channels_per_view)
+            out["keypose_l1"] = self.keypoint_encoder.keypose_loss(points, keypose, keypose_mask)
+            if self.training and "loss" in out:
+                out["loss"] = out["loss"] + cfg.keypose_aux * out["keypose_l1"]
         if actions is not None:
             err = (out["actions_pred"] - actions.float()).abs().detach()
             out["curr_action_l1"] = _masked_mean(err[:, :1], step_mask[:, :1])

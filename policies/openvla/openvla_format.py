@@ -200,12 +200,15 @@ def export_openvla_checkpoint(
 
     Tensors are written in the model's dtype; shards hold at most ``max_shard_bytes`` (None: one shard + index).
     OFT heads go to ``action_head--{step}_checkpoint.pt`` / ``proprio_projector--{step}_checkpoint.pt`` with
-    DDP's ``module.`` prefix. FiLM weights and the flow head have no OpenVLA representation and are refused.
+    DDP's ``module.`` prefix. FiLM and keypoint weights and the flow head have no OpenVLA representation and are
+    refused.
     """
     from safetensors.torch import save_file
 
     if model.film is not None:
         raise ValueError("export_openvla_checkpoint: FiLM weights have no OpenVLA-format file; disable use_film")
+    if model.keypoint_encoder is not None:
+        raise ValueError("export_openvla_checkpoint: keypoint weights have no OpenVLA-format file; set keypoints=0")
     if model.config.action_head == "flow":
         raise ValueError("export_openvla_checkpoint: the flow-matching head has no OpenVLA-format file (OFT has L1)")
     state = model.state_dict()

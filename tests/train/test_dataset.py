@@ -219,3 +219,38 @@ def test_reads_files_written_by_the_recorder(tmp_path: Path) -> None:
         "lift the cube",
         "raise the cube",
     )
+
+
+def test_next_keyposes_follow_each_arms_next_close() -> None:
+    from train.dataset import next_keyposes
+
+    actions = np.zeros((10, 14), dtype=np.float32)
+    actions[:, [ACTION_LAYOUT.index("left_gripper"), ACTION_LAYOUT.index("right_gripper")]] = 1.0
+    lx, lg = ACTION_LAYOUT.index("left_x"), ACTION_LAYOUT.index("left_gripper")
+    actions[:, lx] = np.arange(10) / 10  # left x = t / 10
+    actions[[3, 4, 7], lg] = -1.0  # closes at 3 (held through 4), opens, closes again at 7
+    poses, valid = next_keyposes(actions, None, DataConfig(data_dir=Path("unused")))
+    assert poses.shape == (10, 2, 3) and valid.shape == (10, 2)
+    np.testing.assert_allclose(poses[:, 0, 0], [0.3, 0.3, 0.3, 0.3, 0.7, 0.7, 0.7, 0.7, 0, 0])
+    assert valid[:, 0].tolist() == [True] * 8 + [False] * 2
+    assert not valid[:, 1].any() and not poses[:, 1].any(), "the right arm never closes: masked"
+
+
+def test_keypose_samples_are_normalized_like_actions(episode_dir: Path) -> None:
+    cfg = DataConfig(data_dir=episode_dir, cameras=("head",), chunk_size=4, keyposes=True)
+    prepared = prepare_data(cfg)
+    ds = EpisodeDataset(cfg, prepared.train_episodes, norm_stats=prepared.norm_stats)
+    sample = ds[5]
+    assert sample["keypose"].shape == (2, 3) and sample["keypose_mask"].shape == (2,)
+    raw = make_actions(0, 20)
+    x = ACTION_LAYOUT.index("left_x")
+    for arm, g in enumerate(GRIPPER_DIMS):
+        closes = [t for t in range(5, 20) if raw[t, g] < 0 and (t == 0 or raw[t - 1, g] >= 0)]
+        assert bool(sample["keypose_mask"][arm]) == bool(closes)
+        if closes and arm == 0:
+            want = prepared.norm_stats.action.normalize(raw[closes[0]][None].astype(np.float32), cfg.norm_mode)[0, x]
+            np.testing.assert_allclose(sample["keypose"][0, 0], want, rtol=1e-5)
+    batch = collate_samples([ds[0], ds[1]])
+    assert batch["keypose"].shape == (2, 2, 3) and batch["keypose_mask"].dtype == torch.bool
+    with pytest.raises(ValueError, match="action_key 'action'"):
+        DataConfig(data_dir=episode_dir, keyposes=True, action_key="relative_action")

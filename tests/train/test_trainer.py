@@ -387,3 +387,24 @@ def test_old_flag_names_still_load_from_files(tmp_path):
     path.write_text("data: d\nout: o\neval_every: 7\neval_benchmark: smoke\n")
     cfg = TrainConfig.from_yaml(path)
     assert (cfg.cadence.bench_every, cfg.cadence.benchmark) == (7, "smoke")
+
+
+def test_keypose_aux_run_feeds_keyposes_and_logs_their_loss(tmp_path, data3):
+    """The trainer asks the data for keyposes exactly when the model has keypose_aux, and logs keypose_l1."""
+    micro = {**MICRO, "keypoints": 4}
+    aux = _quiet_train(
+        micro_config(
+            data3,
+            tmp_path / "aux",
+            steps=2,
+            val_episodes=(1,),
+            val_every=2,
+            log_every=1,
+            model_overrides={**micro, "keypose_aux": 1.0},
+        )
+    )
+    records = read_metrics(aux.run_dir)
+    assert all(np.isfinite(r["train/keypose_l1"]) for r in records if "train/loss" in r)
+    assert any("val/keypose_l1" in r for r in records)
+    plain = _quiet_train(micro_config(data3, tmp_path / "plain", steps=1, val_episodes=(1,), model_overrides=micro))
+    assert not any(k.endswith("keypose_l1") for r in read_metrics(plain.run_dir) for k in r)
