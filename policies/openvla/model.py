@@ -101,6 +101,7 @@ class VLA(nn.Module):
         self.proprio_projector = ProprioProjector(config.proprio_dim, d) if config.proprio_dim > 0 else None
         self.action_head = make_action_head(config)
         self.keypoint_encoder = make_keypoint_encoder(config)
+        self._given_points: torch.Tensor | None = None  # set by forward for the keypose readout (computed once)
         self.film = None
         if config.use_film:
             self.film = FiLM(
@@ -175,7 +176,10 @@ class VLA(nn.Module):
         patches = self.projector(self.vision_backbone(pixels, film))
         if self.keypoint_encoder is None:
             return patches
-        points = self.keypoint_encoder(self.keypoint_encoder.view_keypoints(pixels, self.config.channels_per_view))
+        points = self._given_points
+        if points is None:
+            points = self.keypoint_encoder.view_keypoints(pixels, self.config.channels_per_view)
+        points = self.keypoint_encoder(points)
         b, v = points.shape[:2]  # points: (B, V, D) tokens
         per_view = patches.reshape(b, v, -1, patches.shape[-1])
         return torch.cat([per_view, points[:, :, None]], dim=2).reshape(b, -1, patches.shape[-1])
@@ -290,18 +294,21 @@ class VLA(nn.Module):
             raise ValueError(f"actions must be (B, {cfg.chunk_size}, {cfg.action_dim}), got {tuple(actions.shape)}")
         step_mask = self._step_mask(action_is_pad, b, input_ids.device)
         out: dict[str, torch.Tensor] = {}
-        if cfg.action_head == "l1":
-            pred = self.action_head(self.action_hidden_states(pixel_values, input_ids, attention_mask, proprio))
-            out["actions_pred"] = pred.float()
-            if actions is not None:
-                err = (pred.float() - actions.float()).abs()
-                out["loss"] = _masked_mean(err, step_mask)
-        elif cfg.action_head == "flow":
-            out.update(self._flow_forward(pixel_values, input_ids, attention_mask, proprio, actions, step_mask))
-        else:
-            out.update(self._token_forward(pixel_values, input_ids, attention_mask, proprio, actions, step_mask))
+        points = None
         if cfg.keypose_aux and keypose is not None and keypose_mask is not None:
             points = self.keypoint_encoder.view_keypoints(pixel_values.to(self.dtype), cfg.channels_per_view)
+        with self._reusing_points(points):  # the tokens and the readout share one conv pass
+            if cfg.action_head == "l1":
+                pred = self.action_head(self.action_hidden_states(pixel_values, input_ids, attention_mask, proprio))
+                out["actions_pred"] = pred.float()
+                if actions is not None:
+                    err = (pred.float() - actions.float()).abs()
+                    out["loss"] = _masked_mean(err, step_mask)
+            elif cfg.action_head == "flow":
+                out.update(self._flow_forward(pixel_values, input_ids, attention_mask, proprio, actions, step_mask))
+            else:
+                out.update(self._token_forward(pixel_values, input_ids, attention_mask, proprio, actions, step_mask))
+        if points is not None:
             out["keypose_l1"] = self.keypoint_encoder.keypose_loss(points, keypose, keypose_mask)
             if self.training and "loss" in out:
                 out["loss"] = out["loss"] + cfg.keypose_aux * out["keypose_l1"]
@@ -310,6 +317,15 @@ class VLA(nn.Module):
             out["curr_action_l1"] = _masked_mean(err[:, :1], step_mask[:, :1])
             out["future_actions_l1"] = _masked_mean(err[:, 1:], step_mask[:, 1:])
         return out
+
+    @contextlib.contextmanager
+    def _reusing_points(self, points: torch.Tensor | None):
+        """Within the block, :meth:`embed_images` uses these (B, V, 2K) keypoints instead of recomputing them."""
+        self._given_points = points
+        try:
+            yield
+        finally:
+            self._given_points = None
 
     def _step_mask(self, action_is_pad, b, device) -> torch.Tensor:
         if action_is_pad is None:

@@ -110,6 +110,16 @@ def test_keypose_aux_adds_to_the_training_loss_only(make_model, batch):
         make_model(keypose_aux=1.0)  # no keypoints to read out
 
 
+def test_tokens_and_keypose_readout_share_one_conv_pass(make_model, batch):
+    model, cfg = make_model(keypoints=2, keypose_aux=1.0)
+    inputs, actions = batch(cfg)
+    calls = []
+    model.keypoint_encoder.conv.register_forward_hook(lambda *_: calls.append(1))
+    keypose, mask = torch.zeros(3, 2, 3), torch.ones(3, 2, dtype=torch.bool)
+    model.train()
+    model(**inputs, actions=actions, keypose=keypose, keypose_mask=mask)
+    assert len(calls) == 1 and model._given_points is None
+
 def test_keypoints_see_their_image_coordinates():
     """CoordConv: on a blank image a translation-equivariant conv gives every position the same logit (all
     keypoints at the centre); with the coordinate channels the keypoints can sit anywhere."""
