@@ -120,6 +120,7 @@ def test_tokens_and_keypose_readout_share_one_conv_pass(make_model, batch):
     model(**inputs, actions=actions, keypose=keypose, keypose_mask=mask)
     assert len(calls) == 1 and model._given_points is None
 
+
 def test_keypoints_see_their_image_coordinates():
     """CoordConv: on a blank image a translation-equivariant conv gives every position the same logit (all
     keypoints at the centre); with the coordinate channels the keypoints can sit anywhere."""
