@@ -3,6 +3,7 @@
 Modules, one owner per concept:
     train_config     TrainConfig (``vla train`` flags, in groups) and MergeLoraConfig
     config           DataConfig and DataCheckConfig
+    optim_config     OptimConfig (AdamW steps, lr schedule, per-module lr scales), re-exported by train_config
     episodes         episode folders: find, validate (per-file checks in episode_checks), DatasetSummary
     datacheck        ``vla data check``
     stats            train/val split and normalization statistics

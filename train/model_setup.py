@@ -164,15 +164,50 @@ def make_optimizer(cfg: TrainConfig, model: Any, milestones: tuple[int, ...]):
     """(AdamW over the trainable parameters in module order, LambdaLR, that parameter list).
 
     AdamW runs torch's fused kernel (the same update rule in one kernel per step: 11 vs 48 ms for the tiny model's
-    9.7 M parameters on 2 CPU cores, benchmarks/results/precision.json) where the parameters allow it.
+    9.7 M parameters on 2 CPU cores, benchmarks/results/precision.json) where the parameters allow it. With
+    ``--lr-scale MODULE=FACTOR`` each named submodule's parameters form their own group at lr * FACTOR (the same
+    schedule multiplies every group).
+
+    Raises:
+        ValueError: no trainable parameters, or an ``lr_scale`` module that holds none of them.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise ValueError("the model has no trainable parameters")
+    params = [p for _, p in named]
     fused = all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, fused=fused)
+    groups = param_groups(named, cfg.optim.lr, cfg.optim.lr_scales)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lr_lambda(cfg.optim.lr_schedule, cfg.optim.steps, cfg.optim.warmup_steps, milestones, cfg.optim.lr_gamma),
     )
     return optimizer, scheduler, params
+
+
+def param_groups(named: list[tuple[str, Any]], lr: float, scales: dict[str, float]) -> list[dict[str, Any]]:
+    """AdamW parameter groups: the unscaled parameters at ``lr`` first (the lr that train/lr logs), then one group
+    per ``scales`` module at lr * factor.
+
+    A module path matches a parameter name directly or after peft's ``base_model.model.`` prefix
+    (``keypoint_encoder`` matches ``keypoint_encoder.conv.0.weight``); the first listed match wins. Each group keeps
+    module order.
+
+    Raises:
+        ValueError: a ``scales`` module holding no trainable parameter (the error lists the trainable modules).
+    """
+
+    def owner(name: str) -> str | None:
+        name = name.removeprefix("base_model.model.")
+        return next((m for m in scales if name == m or name.startswith(m + ".")), None)
+
+    buckets: dict[str | None, list[Any]] = {m: [] for m in scales}
+    buckets[None] = []
+    for name, param in named:
+        buckets[owner(name)].append(param)
+    empty = [m for m in scales if not buckets[m]]
+    if empty:
+        tops = sorted({n.removeprefix("base_model.model.").split(".")[0] for n, _ in named})
+        raise ValueError(f"lr_scale: module(s) {empty} hold no trainable parameters; trainable modules: {tops}")
+    groups = [{"params": buckets[None], "lr": lr, "name": "rest"}] if buckets[None] else []
+    return groups + [{"params": buckets[m], "lr": lr * f, "name": m} for m, f in scales.items()]

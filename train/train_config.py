@@ -48,10 +48,10 @@ import tyro
 from common.config_files import build, flag_fields, parse_with_config, read_config_file
 from common.names import closest, did_you_mean
 from train.config import DataConfig
+from train.optim_config import OptimConfig, int_at_least
 
 Preset = Literal["tiny", "openvla-7b"]
 Finetune = Literal["lora", "full"]
-LrSchedule = Literal["multistep", "cosine", "constant"]
 MixedPrecision = Literal["no", "bf16", "auto"]
 Device = Literal["auto", "cpu", "cuda"]
 MIN_GLOBAL_BATCH = 16
@@ -85,13 +85,6 @@ already done, e.g. default multistep milestones or cosine, so the result differs
 warning fires when the new milestones change the lr of steps already done)."""
 LEGACY_FLAGS = {"eval_every": "bench_every", "eval_benchmark": "benchmark"}
 """Old flag name -> current one, for config files and checkpoints written before the rename."""
-
-
-def _int_at_least(owner: object, minimum: int, *names: str) -> None:
-    for name in names:
-        value = getattr(owner, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -176,61 +169,11 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.mode not in (None, "lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.mode!r}")
-        _int_at_least(self, 1, "lora_rank")
+        int_at_least(self, 1, "lora_rank")
         if self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
             raise ValueError(
                 f"lora_alpha must be > 0 and lora_dropout in [0, 1), got {self.lora_alpha}, {self.lora_dropout}"
             )
-
-
-@dataclasses.dataclass
-class OptimConfig:
-    """Optimisation: AdamW steps, batch and learning-rate schedule."""
-
-    steps: int = 5000
-    """Optimizer steps to train for (a resumed run may raise it)."""
-    batch_size: int = 16
-    """Samples per device per micro-batch."""
-    grad_accum: int = 1
-    """Micro-batches accumulated per optimizer step."""
-    lr: float = 5e-4
-    """Peak learning rate of AdamW (OpenVLA-OFT: 5e-4)."""
-    lr_schedule: LrSchedule = "multistep"
-    """multistep, cosine or constant."""
-    lr_milestones: tuple[int, ...] | None = None
-    """Steps at which multistep multiplies the lr by lr_gamma (default: 80 % of --steps)."""
-    lr_gamma: float = 0.1
-    """Multistep decay factor."""
-    warmup_steps: int = 0
-    """Linear warmup from 0 to --lr over this many steps (all schedules)."""
-    weight_decay: float = 0.01
-    """AdamW weight decay (torch's default, which OpenVLA-OFT's finetune.py uses)."""
-    max_grad_norm: float | None = 1.0
-    """Clip the global gradient norm to this (None: no clipping; the norm is still logged)."""
-
-    def __post_init__(self) -> None:
-        _int_at_least(self, 1, "steps", "batch_size", "grad_accum")
-        _int_at_least(self, 0, "warmup_steps")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 < self.lr_gamma <= 1:
-            raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
-        if self.warmup_steps >= self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})")
-        if self.lr_milestones is not None:
-            self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
-            if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(m < 1 for m in self.lr_milestones):
-                raise ValueError(f"lr_milestones must be strictly increasing steps >= 1, got {self.lr_milestones}")
-
-    def milestones(self) -> tuple[int, ...]:
-        """Multistep milestones: ``lr_milestones`` or 80 % of ``steps`` (the seeds decay at 40k of 50k)."""
-        if self.lr_milestones is not None:
-            return tuple(self.lr_milestones)
-        return (max(1, int(round(0.8 * self.steps))),)
 
 
 @dataclasses.dataclass
@@ -249,7 +192,7 @@ class ComputeConfig:
     """torch.compile the vision towers and the Llama decoder."""
 
     def __post_init__(self) -> None:
-        _int_at_least(self, 0, "num_workers")
+        int_at_least(self, 0, "num_workers")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
 
@@ -278,8 +221,8 @@ class CadenceConfig:
     """wandb project name."""
 
     def __post_init__(self) -> None:
-        _int_at_least(self, 1, "log_every", "save_every", "val_every", "val_batches")
-        _int_at_least(self, 0, "bench_every")
+        int_at_least(self, 1, "log_every", "save_every", "val_every", "val_batches")
+        int_at_least(self, 0, "bench_every")
         if self.keep_last is not None and self.keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None, got {self.keep_last}")
         if self.wandb and importlib.util.find_spec("wandb") is None:
@@ -314,7 +257,7 @@ class TrainConfig:
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"out: {self.out} exists and is not a folder")
         self.config = Path(self.config) if self.config is not None else None
-        _int_at_least(self, 0, "seed")
+        int_at_least(self, 0, "seed")
         self.data.seed = self.seed  # the split and the instruction choice follow the run's seed
         self.data.__post_init__()
         for knob in ("proprio_noise", "proprio_noise_dims"):
