@@ -61,6 +61,16 @@ def test_lr_scale_groups_survive_resume(tmp_path, data3):
     assert lrs[1] == pytest.approx(10 * lrs[0])
 
 
+def test_resume_with_a_changed_lr_scale_is_refused(tmp_path, data3):
+    from train.checkpointing import ResumeError
+
+    run = tmp_path / "run"
+    common = dict(val_episodes=(2,), model_overrides=KP, warmup_steps=0)
+    _train(micro_config(data3, run, steps=1, lr_scale=("keypoint_encoder=10",), **common))
+    with pytest.raises(ResumeError, match="lr_scale"):
+        _train(micro_config(data3, run, steps=2, lr_scale=("keypoint_encoder=3",), resume=True, **common))
+
+
 def test_param_groups_match_peft_names_and_keep_the_rest_first():
     a, b, c = (torch.nn.Parameter(torch.zeros(1)) for _ in range(3))
     named = [("base_model.model.llm.w", a), ("base_model.model.keypoint_encoder.conv.w", b), ("film.w", c)]
