@@ -110,6 +110,20 @@ def _coerce(field: FlagField, value: Any) -> Any:
     return value
 
 
+def named_number(item: str) -> tuple[str, float] | None:
+    """``"NAME=NUMBER"`` -> (NAME stripped, float(NUMBER)), split at the last ``=``; None when the item has no
+    ``=``, an empty NAME or a NUMBER float() rejects (the caller names its field and form in the error).
+
+    Used by the ``--task-weights TASK=WEIGHT`` and ``--lr-scale MODULE=FACTOR`` flags.
+    """
+    name, sep, value = item.rpartition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return (name.strip(), number) if sep and name.strip() else None
+
+
 def load_yaml(path: str | Path, what: str = "YAML file") -> Any:
     """``yaml.safe_load`` of a file, with one-line errors.
 

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from common.config_files import named_number
 from envs.config import parse_cameras
 from policies.normalization import NORM_MODES
 
@@ -47,13 +48,10 @@ def _check_common(
 
 def _task_weight(item: str) -> tuple[str, float]:
     """``"TASK=WEIGHT"`` -> (task, weight); ValueError naming the item otherwise."""
-    task, sep, value = item.rpartition("=")
-    try:
-        if not (sep and task.strip()):
-            raise ValueError(item)
-        return task.strip(), float(value)
-    except ValueError:
-        raise ValueError(f"task_weights: expected TASK=WEIGHT (e.g. DualArmLiftBar-v1=2), got {item!r}") from None
+    parsed = named_number(item)
+    if parsed is None:
+        raise ValueError(f"task_weights: expected TASK=WEIGHT (e.g. DualArmLiftBar-v1=2), got {item!r}")
+    return parsed
 
 
 @dataclasses.dataclass

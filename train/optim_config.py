@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from common.config_files import named_number
+
 LrSchedule = Literal["multistep", "cosine", "constant"]
 
 
@@ -21,14 +23,10 @@ def int_at_least(owner: object, minimum: int, *names: str) -> None:
 
 def _module_scale(item: str) -> tuple[str, float]:
     """``"MODULE=FACTOR"`` -> (module path, factor > 0); ValueError naming the item otherwise."""
-    module, sep, value = item.rpartition("=")
-    try:
-        factor = float(value)
-        if not (sep and module.strip() and factor > 0):
-            raise ValueError(item)
-    except ValueError:
-        raise ValueError(f"lr_scale: expected MODULE=FACTOR > 0 (e.g. keypoint_encoder=10), got {item!r}") from None
-    return module.strip(), factor
+    parsed = named_number(item)
+    if parsed is None or not parsed[1] > 0:
+        raise ValueError(f"lr_scale: expected MODULE=FACTOR > 0 (e.g. keypoint_encoder=10), got {item!r}")
+    return parsed
 
 
 @dataclasses.dataclass
