@@ -197,17 +197,18 @@ def param_groups(named: list[tuple[str, Any]], lr: float, scales: dict[str, floa
         ValueError: a ``scales`` module holding no trainable parameter (the error lists the trainable modules).
     """
 
-    def owner(name: str) -> str | None:
-        name = name.removeprefix("base_model.model.")
-        return next((m for m in scales if name == m or name.startswith(m + ".")), None)
+    paths = [(name.removeprefix("base_model.model."), param) for name, param in named]  # peft's wrapper prefix
+
+    def owner(path: str) -> str | None:
+        return next((m for m in scales if path == m or path.startswith(m + ".")), None)
 
     buckets: dict[str | None, list[Any]] = {m: [] for m in scales}
     buckets[None] = []
-    for name, param in named:
-        buckets[owner(name)].append(param)
+    for path, param in paths:
+        buckets[owner(path)].append(param)
     empty = [m for m in scales if not buckets[m]]
     if empty:
-        tops = sorted({n.removeprefix("base_model.model.").split(".")[0] for n, _ in named})
+        tops = sorted({path.split(".")[0] for path, _ in paths})
         raise ValueError(f"lr_scale: module(s) {empty} hold no trainable parameters; trainable modules: {tops}")
     groups = [{"params": buckets[None], "lr": lr, "name": "rest"}] if buckets[None] else []
     return groups + [{"params": buckets[m], "lr": lr * f, "name": m} for m, f in scales.items()]
