@@ -7,7 +7,7 @@ VLA := $(VENV)/bin/vla
 # QUICK=1 shrinks the demo to a few minutes on 2 CPU cores; DEMO_ARGS passes more flags to scripts/demo.py
 # (e.g. DEMO_ARGS="--episodes 100 --eval-seeds 100000:100020"; see .venv/bin/python -m scripts.demo --help).
 QUICK ?= 0
-# MULTITASK=1: one VLA for four tasks incl. two language-grounding ones (benchmarks/recipes/tiny-multitask.yaml)
+# MULTITASK=1: one VLA for three tasks incl. a language-grounding one (benchmarks/recipes/tiny-multitask.yaml)
 MULTITASK ?= 0
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo        set up, record demos, train the tiny VLA, benchmark it, build the gallery (QUICK=1: short)"
-	@echo "                 (MULTITASK=1: one VLA for four tasks, seen/unseen + counterfactual benchmarks)"
+	@echo "                 (MULTITASK=1: one VLA for three tasks, seen/unseen + counterfactual benchmarks)"
 	@echo "make test        set up, run the whole test suite (what CI runs)"
 	@echo "make test-fast   unit tests only (no simulator, no browser)"
 	@echo "make lint        ruff check + ruff format --check (part of make test)"

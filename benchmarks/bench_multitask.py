@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_multitask --run runs/demo-multitask --blind runs/demo-multitask-blind \
         --data data/multitask/DualArmLiftBar-v1 data/multitask/DualArmPlaceShoe-v1 \
-        data/multitask/DualArmPickSideCube-v1 data/multitask/DualArmPickColorCube-v1 \
+        data/multitask/DualArmPickSideCube-v1 \
         [--seeds 100000:100050] [--curve-seeds 100000:100020] [--curve-steps 1000 2000 3000 4000] [--workers 2]
 
 What it runs (every number comes from `vla bench` folders under --results, resumable, commands recorded):

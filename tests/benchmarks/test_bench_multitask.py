@@ -52,7 +52,8 @@ def test_recording_minutes_and_unfinished_runs(tmp_path: Path) -> None:
 def test_the_multitask_recipe_weights_the_demo_tasks(tmp_path: Path) -> None:
     cfg = TrainConfig.from_yaml(MULTITASK_RECIPE, data=tmp_path / "data", out=tmp_path / "run")
     assert set(cfg.data.weights_by_task) == set(MULTITASK_TASKS)
-    assert len(set(cfg.data.weights_by_task.values())) == 1, "equal task weights"
+    weights = cfg.data.weights_by_task  # the grounding task needs the most samples (tiny-multitask.yaml's header)
+    assert max(weights, key=weights.get) == "DualArmPickSideCube-v1"
 
 
 def test_the_blind_comparison_reuses_the_final_counterfactual_run_on_the_same_seeds(
@@ -149,7 +150,7 @@ def test_single_task_controls_bench_each_run_on_its_own_task(tmp_path: Path, mon
 
 
 def test_goal_rows_pool_per_task_with_summed_discordant_pairs() -> None:
-    rows = {  # the step-16000 comparison's rows (benchmarks/results/multitask.json)
+    rows = {  # the step-16000 comparison's rows (benchmarks/results/multitask4.json)
         "DualArmPickSideCube-v1@goal-left": {
             "n_pairs": 50,
             "success_rate_a": 0.36,

@@ -64,20 +64,32 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         demo.DemoConfig(recipe=tmp_path / "missing.yaml")
 
 
-def test_multitask_demo_trains_one_checkpoint_on_four_folders(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_multitask_demo_trains_one_checkpoint_on_three_folders(tmp_path: Path, monkeypatch, capsys) -> None:
     calls: list[list[str]] = []
     monkeypatch.setattr(demo, "run", _fake_run(calls))
     assert demo.main(demo.DemoConfig(multitask=True, quick=True, root=tmp_path, workers=1)) == 0
-    assert [c[1] for c in calls] == ["demos"] * 4 + ["train", "bench", "gallery", "bench", "gallery"]
-    folders = [c[c.index("--out") + 1] for c in calls[:4]]
+    assert [c[1] for c in calls] == ["demos"] * 3 + ["train", "bench", "gallery", "bench", "gallery"]
+    folders = [c[c.index("--out") + 1] for c in calls[:3]]
     assert folders == [str(tmp_path / "data/multitask" / f"{t}-quick") for t in demo.MULTITASK_TASKS]
-    train, bench, cf = calls[4], calls[5], calls[7]
+    assert [c[c.index("--episodes") + 1] for c in calls[:3]] == ["6"] * 3
+    train, bench, cf = calls[3], calls[4], calls[6]
     assert train[train.index("--config") + 1] == str(demo.MULTITASK_RECIPE)
-    assert train[train.index("--data") + 1] == folders[0] and train[train.index("--more-data") + 1 :][:3] == folders[1:]
+    assert train[train.index("--data") + 1] == folders[0] and train[train.index("--more-data") + 1 :][:2] == folders[1:]
     assert bench[bench.index("--instruction-split") + 1] == "both"
     assert bench[bench.index("--tasks") + 1] == ",".join(demo.MULTITASK_TASKS)
     assert "--counterfactual" in cf
-    assert cf[cf.index("--tasks") + 1] == "DualArmPickSideCube-v1,DualArmPickColorCube-v1"
+    assert cf[cf.index("--tasks") + 1] == "DualArmPickSideCube-v1"
     assert cf[cf.index("--out") + 1].endswith("demo-multitask-quick-counterfactual")
     out = capsys.readouterr().out
     assert "DualArmPlaceShoe-v1: success 50%" in out and "did as told 75%" in out
+
+
+def test_multitask_records_each_task_s_own_demo_count_unless_episodes_is_given(tmp_path: Path, monkeypatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(demo, "run", _fake_run(calls))
+    demo.main(demo.DemoConfig(multitask=True, root=tmp_path, workers=1, steps=10))
+    counts = {c[c.index("--task") + 1]: c[c.index("--episodes") + 1] for c in calls if c[1] == "demos"}
+    assert counts == {"DualArmLiftBar-v1": "200", "DualArmPlaceShoe-v1": "300", "DualArmPickSideCube-v1": "1500"}
+    calls.clear()
+    demo.main(demo.DemoConfig(multitask=True, episodes=20, root=tmp_path / "b", workers=1, steps=10))
+    assert [c[c.index("--episodes") + 1] for c in calls if c[1] == "demos"] == ["20"] * 3
